@@ -1,0 +1,41 @@
+# Each target sets up what it needs: venv, dependencies, the local stack, the demo model.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/local.yaml
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint stack-up stack-down stack-status clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+models/fraud/1: | $(STAMP)
+	$(BIN)/streamer model export-demo --out models/fraud
+
+stack-up:
+	docker/local-stack.sh up
+
+stack-down:
+	docker/local-stack.sh down
+
+stack-status:
+	docker/local-stack.sh status
+
+demo: $(STAMP) stack-up models/fraud/1
+	$(BIN)/streamer topics create --config $(CONFIG)
+	$(BIN)/streamer demo --config $(CONFIG) --events 20000 --rate 4000
+
+lint: $(STAMP)
+	$(BIN)/ruff check streamer tests load
+	$(BIN)/ruff format --check streamer tests load
+	$(BIN)/mypy
+
+test: $(STAMP) stack-up lint
+	$(BIN)/pytest -q
+
+clean: stack-down
+	rm -rf $(VENV) .stack models

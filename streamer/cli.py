@@ -1,0 +1,94 @@
+"""`streamer run | topics create | model export-demo | demo`.
+
+Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
+the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from streamer.errors import Fatal
+from streamer.settings import load_settings
+
+log = logging.getLogger("streamer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamer", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="join the consumer group and score events until SIGTERM")
+    run.add_argument("--config", type=Path, required=True)
+    run.add_argument("--max-events", type=int, help="stop after this many events (tests, smoke runs)")
+    run.add_argument("--timeout", type=float, help="stop after this many seconds")
+
+    topics = commands.add_parser("topics", help="manage the configured topics")
+    topics_cmd = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_cmd.add_parser("create", help="create the configured topics that are missing")
+    create.add_argument("--config", type=Path, required=True)
+
+    model = commands.add_parser("model", help="model packages")
+    model_cmd = model.add_subparsers(dest="model_command", required=True)
+    export = model_cmd.add_parser("export-demo", help="train the demo fraud model on synthetic payments")
+    export.add_argument("--out", type=Path, required=True, help="model base folder, e.g. models/fraud")
+    export.add_argument("--version", type=int, default=1)
+    export.add_argument("--force", action="store_true", help="overwrite an existing version")
+
+    demo = commands.add_parser("demo", help="stream synthetic payments through a worker and report")
+    demo.add_argument("--config", type=Path, required=True)
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--rate", type=float, default=4_000, help="events per second")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _dispatch(args)
+    except Fatal as exc:
+        print(f"streamer: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from streamer.worker import Worker
+
+        settings = load_settings(args.config)
+        Worker(settings).run(max_events=args.max_events, timeout_s=args.timeout)
+        return 0
+    if args.command == "topics":
+        from streamer.kafka.admin import create_topics
+
+        settings = load_settings(args.config)
+        topics = settings.topics
+        created = create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+        print(f"topics: created {created or 'none'}; present {topics.names()}")
+        return 0
+    if args.command == "model":
+        from streamer.demo import train_demo_model
+
+        target = args.out / str(args.version)
+        if target.exists() and not args.force:
+            print(f"model {target} exists; keeping it (--force to retrain)")
+            return 0
+        print(f"exported {train_demo_model(args.out, args.version)}")
+        return 0
+    from streamer.demo import format_report, run_demo
+
+    settings = load_settings(args.config)
+    report = run_demo(settings, args.config, args.events, args.rate)
+    print(format_report(report))
+    ok = report.scored == report.produced and report.duplicates == 0 and report.worker_exit == 0
+    return 0 if ok else 1

@@ -1,0 +1,155 @@
+"""Avro ↔ columns, with fastavro, schemaless (the writer schema is known from config).
+
+Logical types are stripped from the schema before parsing: the bytes are the same, and
+timestamps stay plain integers (milliseconds) instead of becoming `datetime` objects per event,
+which is both slower and not what the model's signature takes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from streamer.errors import Fatal, PoisonRecord
+from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, ScoredBatch
+
+_NUMPY_TYPES = {
+    "long": np.int64,
+    "int": np.int32,
+    "double": np.float64,
+    "float": np.float32,
+    "boolean": np.bool_,
+}
+
+
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        bare = {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+        return bare["type"] if bare.keys() == {"type"} else bare  # {"type": "long"} is just "long"
+    if isinstance(schema, list):
+        return [_without_logical_types(s) for s in schema]
+    return schema
+
+
+class AvroCodec:
+    """One record schema: decodes message values into columns and encodes rows into values."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            declared = _without_logical_types(json.loads(Path(path).read_text()))
+            self.schema = parse_schema(declared)
+        except OSError as exc:
+            raise Fatal(f"schema {path}: cannot read ({exc.strerror}); check schemas.* in the config") from exc
+        except Exception as exc:  # fastavro raises several types for an invalid schema
+            raise Fatal(f"schema {path}: not a valid Avro schema ({exc})") from exc
+        self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))
+        self.field_types: dict[str, Any] = {f["name"]: f["type"] for f in declared["fields"]}
+
+    def _numpy_type(self, name: str) -> type:
+        """Primitive fields get a numeric column; strings, unions and the rest stay objects."""
+        avro_type = self.field_types[name]
+        return _NUMPY_TYPES.get(avro_type, np.object_) if isinstance(avro_type, str) else np.object_
+
+    def decode_one(self, value: bytes | None) -> dict[str, Any]:
+        if value is None:
+            raise PoisonRecord("message has no value (tombstone)")
+        buffer = io.BytesIO(value)
+        record = schemaless_reader(buffer, self.schema, None)
+        if buffer.tell() != len(value):
+            raise PoisonRecord(
+                f"{len(value) - buffer.tell()} bytes left after a {self.name} record: "
+                "written with another schema, or not Avro"
+            )
+        return record  # type: ignore[return-value]
+
+    def decode(self, raw: RawBatch) -> tuple[EventBatch, list[DeadLetter]]:
+        """Good records become columns; bad ones become dead letters, never exceptions."""
+        rows: list[dict[str, Any]] = []
+        kept: list[int] = []
+        dead: list[DeadLetter] = []
+        for i, value in enumerate(raw.values):
+            try:
+                rows.append(self.decode_one(value))
+                kept.append(i)
+            except PoisonRecord as exc:
+                dead.append(self._dead_letter(raw, i, type(exc).__name__, str(exc)))
+            except Exception as exc:  # any decoder failure means this record is malformed
+                reason = f"not a valid {self.name} record: {str(exc) or type(exc).__name__}"
+                dead.append(self._dead_letter(raw, i, type(exc).__name__, reason))
+        columns: Columns = {
+            name: np.array([row[name] for row in rows], dtype=self._numpy_type(name)) for name in self.field_types
+        }
+        index = np.array(kept, dtype=np.int64)
+        batch = EventBatch(columns, raw.partitions[index], raw.offsets[index], [raw.keys[i] for i in kept])
+        bad = np.zeros(len(batch), dtype=bool)
+        for name, column in columns.items():
+            if column.dtype.kind == "f":
+                non_finite = ~np.isfinite(column)
+                for row in np.flatnonzero(non_finite & ~bad):
+                    reason = f"field {name} is {float(column[row])}; finite numbers only"
+                    dead.append(self._dead_letter(raw, kept[row], PoisonRecord.__name__, reason))
+                bad |= non_finite
+        return (batch.take(~bad) if bad.any() else batch), dead
+
+    @staticmethod
+    def _dead_letter(raw: RawBatch, i: int, error_class: str, reason: str) -> DeadLetter:
+        return DeadLetter(
+            raw.topic, int(raw.partitions[i]), int(raw.offsets[i]), raw.keys[i], raw.values[i], error_class, reason
+        )
+
+    def encode_one(self, row: Mapping[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        schemaless_writer(buffer, self.schema, row)
+        return buffer.getvalue()
+
+    def encode(self, rows: Iterable[Mapping[str, Any]]) -> list[bytes]:
+        return [self.encode_one(row) for row in rows]
+
+
+def scored_rows(scored: ScoredBatch, key_field: str, entity_field: str, time_field: str) -> list[dict[str, Any]]:
+    """The scored-event rows of a batch, in input order (see schemas/scored_payment.avsc)."""
+    events = scored.events
+    return [
+        {
+            "event_id": event_id,
+            "entity_id": entity_id,
+            "event_time": event_time,
+            "score": score,
+            "alert": alert,
+            "model_name": scored.model_name,
+            "model_version": scored.model_version,
+            "scored_at": scored.scored_at_ms,
+            "features_degraded": False,
+            "source_partition": partition,
+            "source_offset": offset,
+        }
+        for event_id, entity_id, event_time, score, alert, partition, offset in zip(
+            events.columns[key_field].tolist(),
+            events.columns[entity_field].tolist(),
+            events.columns[time_field].tolist(),
+            scored.scores.tolist(),
+            scored.alerts.tolist(),
+            events.partitions.tolist(),
+            events.offsets.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def dead_letter_row(dead: DeadLetter, worker_id: str, failed_at_ms: int) -> dict[str, Any]:
+    return {
+        "original_value": dead.value,
+        "error_class": dead.error_class,
+        "error_message": dead.error_message,
+        "source_topic": dead.topic,
+        "source_partition": dead.partition,
+        "source_offset": dead.offset,
+        "worker_id": worker_id,
+        "failed_at": failed_at_ms,
+    }

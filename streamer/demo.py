@@ -1,0 +1,256 @@
+"""The demo domain: synthetic card payments whose fraud label depends on their features, a model
+trained on them, and `streamer demo`, which streams them through a real worker and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from streamer.codec import AvroCodec
+from streamer.kafka.admin import create_topics
+from streamer.model import export_saved_model
+from streamer.preprocess import Categorical, Feature, Flag, HourOfDay, Numeric, Preprocessor, analyze
+from streamer.records import Columns
+from streamer.settings import Settings
+
+DEMO_SPEC: tuple[Feature, ...] = (
+    Numeric("amount", log1p=True),
+    Numeric("customer_tenure_days", dtype=tf.int32),
+    Categorical("currency"),
+    Categorical("country"),
+    Categorical("card_country"),
+    Categorical("mcc"),
+    Categorical("channel"),
+    Categorical("entry_mode"),
+    Categorical("device_type"),
+    Flag("card_present"),
+    HourOfDay("event_time"),
+)
+
+COUNTRIES = np.array(["US", "GB", "DE", "FR", "NL", "ES", "IT", "BR", "IN", "NG", "PL", "SE"])
+CURRENCY_OF = {"US": "USD", "GB": "GBP", "BR": "BRL", "IN": "INR", "NG": "NGN", "PL": "PLN", "SE": "SEK"}
+RISKY_MCCS = np.array(["7995", "6051", "4829", "5967"])  # gambling, quasi-cash, transfers, direct marketing
+MCCS = np.concatenate([np.array(["5411", "5812", "5541", "5999", "4111", "5732", "5311", "7011"]), RISKY_MCCS])
+CHANNELS = np.array(["pos", "ecom", "atm", "moto"])
+ENTRY_MODES = np.array(["chip", "contactless", "swipe", "manual", "token"])
+DEVICES = np.array(["terminal", "mobile", "desktop", "tablet", "unknown"])
+
+
+def synth_payments(
+    n: int, rng: np.random.Generator, id_prefix: str = "", start_ms: int | None = None
+) -> tuple[Columns, np.ndarray]:
+    """Columns matching schemas/payment.avsc, and a fraud label drawn from a known logit."""
+    start_ms = int(time.time() * 1000) if start_ms is None else start_ms
+    card_country = rng.choice(COUNTRIES, n, p=_zipf(len(COUNTRIES)))
+    abroad = rng.random(n) < 0.12
+    country = np.where(abroad, rng.choice(COUNTRIES, n), card_country)
+    channel = rng.choice(CHANNELS, n, p=[0.55, 0.35, 0.07, 0.03])
+    card_present = np.isin(channel, ["pos", "atm"])
+    entry_mode = np.where(
+        card_present, rng.choice(ENTRY_MODES[:3], n, p=[0.4, 0.5, 0.1]), rng.choice(ENTRY_MODES[3:], n)
+    )
+    device = np.where(card_present, "terminal", rng.choice(DEVICES[1:], n, p=[0.6, 0.3, 0.05, 0.05]))
+    mcc = rng.choice(MCCS, n, p=_zipf(len(MCCS)))
+    amount = np.round(np.exp(rng.normal(3.4, 1.2, n)), 2)
+    tenure = rng.integers(0, 3650, n).astype(np.int32)
+    event_time = start_ms + np.sort(rng.integers(0, 86_400_000, n)).astype(np.int64)
+    hour = (event_time // 3_600_000) % 24
+    logit = (
+        -5.0
+        + 0.6 * np.log1p(amount) / 2
+        + 1.4 * (amount > 400)
+        + 1.3 * ((channel == "ecom") & (entry_mode == "manual"))
+        + 1.4 * (country != card_country)
+        + 1.6 * np.isin(mcc, RISKY_MCCS)
+        + 0.9 * (hour < 5)
+        - 0.8 * (tenure > 365)
+    )
+    labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    cards = rng.integers(0, max(n // 20, 1), n)
+    columns: Columns = {
+        "event_id": np.array([f"{id_prefix}{i:09d}" for i in range(n)], dtype=object),
+        "card_id": np.array([f"card-{c:07d}" for c in cards], dtype=object),
+        "merchant_id": np.array([f"m-{m:05d}" for m in rng.integers(0, 5000, n)], dtype=object),
+        "amount": amount,
+        "currency": np.array([CURRENCY_OF.get(c, "EUR") for c in country], dtype=object),
+        "country": country.astype(object),
+        "card_country": card_country.astype(object),
+        "mcc": mcc.astype(object),
+        "channel": channel.astype(object),
+        "entry_mode": entry_mode.astype(object),
+        "device_type": device.astype(object),
+        "device_id": np.array([None if d == "terminal" else f"dev-{i % 9973}" for i, d in enumerate(device)]),
+        "card_present": card_present,
+        "customer_tenure_days": tenure,
+        "event_time": event_time,
+    }
+    return columns, labels
+
+
+def _zipf(k: int) -> np.ndarray:
+    weights = 1.0 / np.arange(1, k + 1)
+    return weights / weights.sum()
+
+
+def rows_of(columns: Columns) -> list[dict[str, Any]]:
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*(columns[n].tolist() for n in names), strict=True)]
+
+
+def train_demo_model(out: Path, version: int = 1, events: int = 60_000, seed: int = 7) -> Path:
+    """Analyze, train through `tf.data` with the shared preprocessing, export `<out>/<version>`."""
+    keras.utils.set_random_seed(seed)
+    columns, labels = synth_payments(events, np.random.default_rng(seed))
+    preprocessor = Preprocessor(DEMO_SPEC, analyze(DEMO_SPEC, columns))
+    tensors = {name: tf.constant(columns[name], dtype) for name, dtype in preprocessor.raw_signature.items()}
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((tensors, labels))
+        .shuffle(events, seed=seed)
+        .batch(512)
+        .map(lambda cols, y: (preprocessor(cols), y))
+    )
+    width = int(preprocessor({k: v[:1] for k, v in tensors.items()}).shape[1])
+    network = keras.Sequential(
+        [
+            keras.Input((width,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    network.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", metrics=["auc"])
+    network.fit(dataset, epochs=4, verbose=0, shuffle=False)  # the dataset shuffles
+    path = out / str(version)
+    export_saved_model(preprocessor, network, path)
+    return path
+
+
+@dataclass
+class DemoReport:
+    produced: int
+    scored: int
+    duplicates: int
+    p50_ms: float
+    p99_ms: float
+    worker_exit: int
+    samples: list[dict[str, Any]]
+
+
+def run_demo(settings: Settings, config_path: Path, events: int, rate: float) -> DemoReport:
+    """Start `streamer run` as a child process, stream payments, read the scored topic, SIGTERM."""
+    topics = settings.topics
+    create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+    worker = subprocess.Popen([sys.executable, "-m", "streamer", "run", "--config", str(config_path)], env=os.environ)
+    try:
+        _wait_for_member(settings, worker)
+        prefix = f"demo-{uuid.uuid4().hex[:8]}-"
+        arrivals: dict[str, float] = {}
+        sample: list[dict[str, Any]] = []
+        duplicates = 0
+        reader = Consumer(
+            {
+                **settings.admin_config(),
+                "group.id": f"demo-reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        reader.subscribe([topics.scored])
+        scored_codec = AvroCodec(settings.schemas.scored)
+        sent_at: dict[str, float] = {}
+        producer_thread = threading.Thread(
+            target=_produce_payments, args=(settings, prefix, events, rate, sent_at), daemon=True
+        )
+        producer_thread.start()
+        deadline = time.monotonic() + events / rate + 60
+        while len(arrivals) < events and time.monotonic() < deadline and worker.poll() is None:
+            for message in reader.consume(500, 0.005):
+                if message.error():
+                    continue
+                received = time.time()
+                row = scored_codec.decode_one(message.value())
+                if not row["event_id"].startswith(prefix):
+                    continue
+                if row["event_id"] in arrivals:
+                    duplicates += 1
+                arrivals[row["event_id"]] = received
+                if len(sample) < 3:
+                    sample.append(row)
+        producer_thread.join()
+        reader.close()
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        exit_code = worker.wait(60)
+    latencies = np.array([(arrivals[k] - sent_at[k]) * 1000 for k in arrivals if k in sent_at])
+    return DemoReport(
+        produced=len(sent_at),
+        scored=len(arrivals),
+        duplicates=duplicates,
+        p50_ms=float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
+        p99_ms=float(np.percentile(latencies, 99)) if len(latencies) else float("nan"),
+        worker_exit=exit_code,
+        samples=sample,
+    )
+
+
+def _produce_payments(settings: Settings, prefix: str, events: int, rate: float, sent_at: dict[str, float]) -> None:
+    codec = AvroCodec(settings.schemas.input)
+    producer = Producer({**settings.admin_config(), "linger.ms": 2})
+    columns, _ = synth_payments(events, np.random.default_rng(), id_prefix=prefix)
+    started = time.monotonic()
+    for i, row in enumerate(rows_of(columns)):
+        ahead = started + i / rate - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        now = time.time()
+        row["event_time"] = int(now * 1000)
+        sent_at[row["event_id"]] = now
+        producer.produce(settings.topics.input, codec.encode_one(row), row["card_id"].encode())
+        producer.poll(0)
+    producer.flush(30)
+
+
+def _wait_for_member(settings: Settings, worker: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
+    """Produce only once the worker holds partitions, so start-up does not count as latency."""
+    admin = AdminClient(settings.admin_config())
+    group = str(settings.consumer_config()["group.id"])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode} before joining")
+        try:
+            description = admin.describe_consumer_groups([group])[group].result()
+            if any(m.assignment.topic_partitions for m in description.members):
+                return
+        except KafkaException:  # the coordinator is still loading the group: ask again
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the worker did not join group {group} within {timeout_s:.0f} s")
+
+
+def format_report(report: DemoReport) -> str:
+    lines = [
+        f"events in:        {report.produced}",
+        f"events scored:    {report.scored} (duplicates: {report.duplicates})",
+        f"latency p50/p99:  {report.p50_ms:.1f} ms / {report.p99_ms:.1f} ms (send → scored event read back)",
+        f"worker exit code: {report.worker_exit}",
+        "a few scored events:",
+        *(json.dumps(s) for s in report.samples),
+    ]
+    return "\n".join(lines)

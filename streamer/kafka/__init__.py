@@ -1,0 +1,1 @@
+"""Everything that touches librdkafka. Raw `Message` objects never leave this package."""

@@ -1,0 +1,111 @@
+"""The source: one consumer-group member, batch polls, rebalance hooks, synchronous commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from streamer.errors import Fatal
+from streamer.records import RawBatch
+
+log = logging.getLogger(__name__)
+
+PartitionsCallback = Callable[[list[int]], None]
+
+
+class KafkaSource:
+    """Connects on `start`, not in `__init__`, so a bad config fails where it can be reported."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        on_revoke: PartitionsCallback,
+        on_lost: PartitionsCallback,
+    ) -> None:
+        self.config = config
+        self.topic = topic
+        self.on_revoke = on_revoke
+        self.on_lost = on_lost
+        self.assigned: set[int] = set()
+        self._consumer: Consumer | None = None
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            raise RuntimeError("KafkaSource.start() was not called")
+        return self._consumer
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._consumer = Consumer({**self.config, "error_cb": _log_client_error, "logger": log})
+        except KafkaException as exc:
+            raise Fatal(f"kafka consumer config: {exc.args[0].str()}; fix kafka.common / kafka.consumer") from exc
+        try:
+            metadata = self.consumer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException as exc:
+            raise Fatal(
+                f"kafka: no broker answered at {self.config.get('bootstrap.servers')} within {timeout_s:.0f} s; "
+                "start it (make stack-up) or fix kafka.common.bootstrap.servers"
+            ) from exc
+        topic_meta = metadata.topics.get(self.topic)
+        if topic_meta is None or topic_meta.error is not None:
+            raise Fatal(f"kafka: topic {self.topic!r} does not exist; run `streamer topics create --config …`")
+        self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+
+    def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned.update(tp.partition for tp in partitions)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+
+    def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [tp.partition for tp in partitions]
+        log.info("revoking partitions %s", sorted(revoked))
+        self.on_revoke(revoked)
+        self.assigned.difference_update(revoked)
+
+    def _lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = [tp.partition for tp in partitions]
+        log.warning("lost partitions %s", sorted(lost))
+        self.on_lost(lost)
+        self.assigned.difference_update(lost)
+
+    def poll(self, max_messages: int, timeout_s: float) -> RawBatch:
+        """Up to `max_messages` messages; rebalance callbacks run inside this call."""
+        messages: list[Message] = self.consumer.consume(max(max_messages, 1), timeout_s)
+        good = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.fatal():
+                raise Fatal(f"kafka consumer: {error.str()}")
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka consumer: %s", error.str())
+        return RawBatch(
+            self.topic,
+            np.fromiter((m.partition() for m in good), dtype=np.int32, count=len(good)),
+            np.fromiter((m.offset() for m in good), dtype=np.int64, count=len(good)),
+            [m.key() for m in good],
+            [m.value() for m in good],
+        )
+
+    def commit(self, next_offsets: dict[int, int]) -> None:
+        """Synchronous: when this returns, the group coordinator has the offsets."""
+        if next_offsets:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in next_offsets.items()],
+                asynchronous=False,
+            )
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+def _log_client_error(error: KafkaError) -> None:
+    log.warning("kafka client: %s", error.str())

@@ -1,0 +1,73 @@
+"""The checkpoint: which offsets are safe to commit, and the order in which that is done."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from confluent_kafka import KafkaException
+
+from streamer.errors import Retriable
+from streamer.kafka.consumer import KafkaSource
+from streamer.kafka.producer import KafkaSink
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint:
+    """Tracks the next offset to commit per partition whose outputs have been produced.
+
+    `commit()` runs, in order:
+      1. flush the producer; if any output was not acknowledged, raise and commit nothing;
+      2. commit, synchronously, the next offsets of partitions this member still owns, never
+         past an event still pending in the batcher;
+      3. forget what was committed, and the partitions no longer owned.
+    A failed checkpoint keeps its offsets: the next one tries again, or the group replays them.
+    """
+
+    def __init__(
+        self,
+        source: KafkaSource,
+        sink: KafkaSink,
+        interval_s: float,
+        flush_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.interval_s = interval_s
+        self.flush_timeout_s = flush_timeout_s
+        self.clock = clock
+        self._next_offsets: dict[int, int] = {}
+        self._last_commit = clock()
+
+    def mark_processed(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
+        """Record that outputs for these input records have been handed to the producer."""
+        for partition in np.unique(partitions):
+            highest = int(offsets[partitions == partition].max())
+            key = int(partition)
+            self._next_offsets[key] = max(self._next_offsets.get(key, 0), highest + 1)
+
+    def due(self) -> bool:
+        return bool(self._next_offsets) and self.clock() - self._last_commit >= self.interval_s
+
+    def commit(self, pending: dict[int, int]) -> dict[int, int]:
+        """`pending`: per partition, the lowest offset still waiting to be scored. A dead letter
+        can be done before an earlier event of its partition; the commit stops at that event."""
+        self.sink.flush(self.flush_timeout_s)
+        owned = {p: min(o, pending.get(p, o)) for p, o in self._next_offsets.items() if p in self.source.assigned}
+        try:
+            self.source.commit(owned)
+        except KafkaException as exc:
+            raise Retriable(f"commit failed: {exc.args[0].str()}") from exc
+        # Keep what the pending floor held back; drop partitions no longer owned.
+        self._next_offsets = {p: o for p, o in self._next_offsets.items() if p in owned and owned[p] < o}
+        self._last_commit = self.clock()
+        return owned
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop offsets of partitions lost without a chance to commit: the new owner replays them."""
+        for partition in partitions:
+            self._next_offsets.pop(partition, None)

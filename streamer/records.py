@@ -1,0 +1,86 @@
+"""What flows between the stages: frozen, columnar, free of librdkafka objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """Messages of one poll, as columns; values are the undecoded Avro bytes."""
+
+    topic: str
+    partitions: np.ndarray  # int32
+    offsets: np.ndarray  # int64
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Decoded events as columns, with where each came from (for commits and outputs)."""
+
+    columns: Columns
+    partitions: np.ndarray
+    offsets: np.ndarray
+    keys: list[bytes | None]
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def take(self, rows: np.ndarray | slice) -> EventBatch:
+        """Rows by slice, boolean mask or index array."""
+        if isinstance(rows, slice):
+            keys = self.keys[rows]
+        else:
+            index = np.flatnonzero(rows) if rows.dtype == bool else rows
+            keys = [self.keys[i] for i in index]
+        return EventBatch(
+            {name: col[rows] for name, col in self.columns.items()},
+            self.partitions[rows],
+            self.offsets[rows],
+            keys,
+        )
+
+    @staticmethod
+    def concat(batches: list[EventBatch]) -> EventBatch:
+        if len(batches) == 1:
+            return batches[0]
+        return EventBatch(
+            {name: np.concatenate([b.columns[name] for b in batches]) for name in batches[0].columns},
+            np.concatenate([b.partitions for b in batches]),
+            np.concatenate([b.offsets for b in batches]),
+            [key for b in batches for key in b.keys],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One input record that cannot be scored, with the reason."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    error_class: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """A batch with the model's verdict, ready to encode."""
+
+    events: EventBatch
+    scores: np.ndarray  # float64
+    alerts: np.ndarray  # bool
+    model_name: str
+    model_version: int
+    scored_at_ms: int

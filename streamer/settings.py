@@ -1,0 +1,173 @@
+"""The one typed, frozen config tree.
+
+Sources, later wins: the YAML file, then `STREAMER_<SECTION>__<KEY>` environment variables
+(nested keys joined by `__`, values parsed as YAML scalars). Under `kafka.*`, keys are
+librdkafka properties passed through verbatim; from the environment they are written in upper
+case with `_` for `.` (STREAMER_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS=5). Unknown keys anywhere
+else are errors, so a typo stops start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from streamer.errors import Fatal
+
+ENV_PREFIX = "STREAMER_"
+LibrdkafkaProperties = dict[str, str | int | float | bool]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(Section):
+    common: LibrdkafkaProperties = Field(
+        default_factory=lambda: dict[str, str | int | float | bool]({"bootstrap.servers": "127.0.0.1:9092"}),
+        description="librdkafka properties shared by consumer, producer and admin client.",
+    )
+    consumer: LibrdkafkaProperties = Field(
+        default_factory=dict, description="Consumer-only librdkafka properties (group.id, …)."
+    )
+    producer: LibrdkafkaProperties = Field(default_factory=dict, description="Producer-only librdkafka properties.")
+
+
+class TopicSettings(Section):
+    input: str = Field(description="Topic of raw events to score.")
+    scored: str = Field(description="Topic the scored events are written to.")
+    alerts: str | None = Field(None, description="Optional topic for events scoring >= threshold.")
+    dlq: str = Field(description="Dead-letter topic for records that cannot be scored.")
+    partitions: int = Field(4, ge=1, description="Partitions used by `streamer topics create`.")
+    replication_factor: int = Field(1, ge=1, description="Replication used by `topics create`.")
+
+    def names(self) -> list[str]:
+        return [t for t in (self.input, self.scored, self.alerts, self.dlq) if t]
+
+
+class SchemaSettings(Section):
+    input: Path = Field(description="Avro schema (.avsc) the input events are written with.")
+    scored: Path = Field(description="Avro schema of the scored events.")
+    dlq: Path = Field(description="Avro schema of dead-letter records.")
+
+
+class BatchingSettings(Section):
+    max_batch_size: int = Field(1024, ge=1, description="Upper bound on events per model call.")
+    max_wait_ms: float = Field(5.0, ge=0, description="Upper bound on how long the first event of a batch waits.")
+    allowed_batch_sizes: tuple[int, ...] = Field(
+        (64, 256, 1024),
+        description="Batches are padded up to one of these sizes so the graph sees few shapes.",
+    )
+
+    @field_validator("allowed_batch_sizes")
+    @classmethod
+    def _sorted_and_covering(cls, sizes: tuple[int, ...], info: Any) -> tuple[int, ...]:
+        if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+            raise ValueError("must be strictly increasing positive sizes, e.g. [64, 256, 1024]")
+        return sizes
+
+
+class ModelSettings(Section):
+    path: Path = Field(description="Model base folder holding numbered versions: <path>/<n>/.")
+    version: int | None = Field(None, ge=1, description="Pinned version; newest when unset.")
+    signature: str = Field("serving_default", description="Signature called per batch.")
+    score_output: str = Field("score", description="Signature output used as the score.")
+    alert_threshold: float = Field(0.9, ge=0, le=1, description="Score at which an alert fires.")
+    entity_field: str = Field("card_id", description="Input field the score is about.")
+    key_field: str = Field("event_id", description="Input field copied as the event id.")
+    time_field: str = Field("event_time", description="Input field holding event time (ms).")
+
+
+class DeliverySettings(Section):
+    mode: Literal["at_least_once"] = Field(
+        "at_least_once", description="Offsets are committed only after outputs are acknowledged."
+    )
+    commit_interval_ms: float = Field(
+        500.0, gt=0, description="Upper bound on time between checkpoints (flush, then commit)."
+    )
+    flush_timeout_s: float = Field(30.0, gt=0, description="Upper bound on waiting for producer acknowledgements.")
+
+
+class Settings(Section):
+    worker_id: str = Field(
+        default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
+        description="Names this member in logs and DLQ headers.",
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings
+    schemas: SchemaSettings
+    batching: BatchingSettings = BatchingSettings()
+    model: ModelSettings
+    delivery: DeliverySettings = DeliverySettings()
+
+    def consumer_config(self) -> dict[str, Any]:
+        """Defaults, then the passthrough: users can override every librdkafka property."""
+        defaults = {
+            "group.id": "streamer",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5,
+        }
+        return {**defaults, **self.kafka.common, **self.kafka.consumer}
+
+    def producer_config(self) -> dict[str, Any]:
+        defaults = {"enable.idempotence": True, "acks": "all", "linger.ms": 2}
+        return {**defaults, **self.kafka.common, **self.kafka.producer}
+
+    def admin_config(self) -> dict[str, Any]:
+        return dict(self.kafka.common)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if path[0] == "kafka" and len(path) == 3:
+            path[2] = path[2].replace("_", ".")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(path: Path | str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the config; every problem becomes a one-line `Fatal`."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise Fatal(f"config {path}: cannot read ({exc.strerror}); pass an existing YAML file") from exc
+    except yaml.YAMLError as exc:
+        raise Fatal(f"config {path}: not valid YAML ({exc}); fix the syntax") from exc
+    if not isinstance(tree, dict):
+        raise Fatal(f"config {path}: top level must be a mapping of sections")
+    tree = _merge(tree, _env_overrides(os.environ if environ is None else environ))
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: "
+            + ("unknown key (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"])
+            for err in exc.errors()
+        )
+        raise Fatal(f"config {path}: {problems}") from None

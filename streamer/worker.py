@@ -1,0 +1,205 @@
+"""The loop that joins the stages: consume → decode → batch → infer → encode → produce → commit.
+
+One thread owns everything, so rebalance callbacks (which run inside `poll`) never race a batch.
+SIGTERM and SIGINT set a flag; the loop then scores what it holds, checkpoints, and closes the
+consumer last (a commit after close would be lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from streamer import pipeline
+from streamer.batcher import MicroBatcher
+from streamer.codec import AvroCodec, dead_letter_row, scored_rows
+from streamer.errors import Retriable
+from streamer.kafka.consumer import KafkaSource
+from streamer.kafka.offsets import Checkpoint
+from streamer.kafka.producer import Headers, KafkaSink
+from streamer.model import LoadedModel, load_model
+from streamer.records import DeadLetter, EventBatch
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.1
+
+
+@dataclass
+class RunStats:
+    consumed: int = 0
+    scored: int = 0
+    alerts: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Worker:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.input_codec = AvroCodec(settings.schemas.input)
+        self.scored_codec = AvroCodec(settings.schemas.scored)
+        self.dlq_codec = AvroCodec(settings.schemas.dlq)
+        batching = settings.batching
+        self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
+        self.source = KafkaSource(settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost)
+        self.sink = KafkaSink(settings.producer_config())
+        delivery = settings.delivery
+        self.checkpoint = Checkpoint(
+            self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock
+        )
+        self.stats = RunStats()
+        self.model: LoadedModel | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Everything that can refuse to start does so here, before the group sees this member."""
+        model = self.settings.model
+        self.model = load_model(
+            model.path, model.version, model.signature, model.score_output, self.input_codec.field_types
+        )
+        started = time.monotonic()
+        sizes = self.settings.batching.allowed_batch_sizes
+        self.model.warm_up(sizes, self._example_columns())
+        log.info(
+            "model %s v%d warm on sizes %s in %.2f s",
+            self.model.name,
+            self.model.version,
+            sizes,
+            time.monotonic() - started,
+        )
+        self.source.start()
+
+    def _example_columns(self) -> dict[str, np.ndarray]:
+        """One neutral value per input, enough to trace the graph."""
+        assert self.model is not None
+        neutral = {tf.string: "", tf.bool: False}
+        return {name: np.array([neutral.get(dtype, 0)]) for name, dtype in self.model.inputs.items()}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, max_events: int | None = None, timeout_s: float | None = None) -> RunStats:
+        """Serve until stopped, or until `max_events` are done or `timeout_s` passes (for tests)."""
+        previous_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous_handlers[signum] = signal.signal(signum, lambda *_: self.stop())
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            self.start()
+            while not self._stop.is_set():
+                self._step()
+                done = self.stats.scored + self.stats.dead_lettered
+                if (max_events is not None and done >= max_events) or (
+                    deadline is not None and time.monotonic() >= deadline
+                ):
+                    break
+            self._drain()
+        finally:
+            self.source.close()
+            self.sink.close(self.settings.delivery.flush_timeout_s)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            log.info("stopped: %s", self.stats)
+        return self.stats
+
+    def _step(self) -> None:
+        wait = self.batcher.wait_s()
+        # librdkafka's consume() returns when it has `room` messages or the timeout passes; while
+        # idle, ask for one, so the first event starts its batch's clock the moment it arrives.
+        raw = self.source.poll(1, IDLE_POLL_S) if wait is None else self.source.poll(self.batcher.room(), wait)
+        if len(raw):
+            self.stats.consumed += len(raw)
+            events, dead = self.input_codec.decode(raw)
+            self._dead_letter(dead)
+            self.batcher.add(events)
+        while len(self.batcher) and self.batcher.ready():
+            self._score(self.batcher.take())
+        self.sink.poll()
+        if self.checkpoint.due():
+            self._commit()
+
+    def _score(self, events: EventBatch) -> None:
+        assert self.model is not None
+        settings = self.settings
+        scored = pipeline.score_batch(
+            self.model,
+            events,
+            settings.batching.allowed_batch_sizes,
+            settings.model.alert_threshold,
+            now_ms(),
+        )
+        rows = scored_rows(scored, settings.model.key_field, settings.model.entity_field, settings.model.time_field)
+        alerts_topic = settings.topics.alerts
+        for key, value, alert in zip(events.keys, self.scored_codec.encode(rows), scored.alerts.tolist(), strict=True):
+            self.sink.produce(settings.topics.scored, key, value)
+            if alert and alerts_topic:
+                self.sink.produce(alerts_topic, key, value)
+        self.checkpoint.mark_processed(events.partitions, events.offsets)
+        self.stats.scored += len(events)
+        self.stats.alerts += int(scored.alerts.sum())
+        self.stats.batches += 1
+
+    def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        failed_at = now_ms()
+        for letter in dead:
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.error_class,
+                letter.error_message,
+            )
+            headers: Headers = [
+                ("streamer.error.class", letter.error_class.encode()),
+                ("streamer.error.message", letter.error_message.encode()),
+                ("streamer.source", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
+                ("streamer.worker", self.settings.worker_id.encode()),
+            ]
+            value = self.dlq_codec.encode_one(dead_letter_row(letter, self.settings.worker_id, failed_at))
+            self.sink.produce(self.settings.topics.dlq, letter.key, value, headers)
+        self.checkpoint.mark_processed(
+            np.array([d.partition for d in dead], dtype=np.int32),
+            np.array([d.offset for d in dead], dtype=np.int64),
+        )
+        self.stats.dead_lettered += len(dead)
+
+    def _commit(self) -> None:
+        try:
+            self.checkpoint.commit(self.batcher.lowest_pending_offsets())
+        except Retriable as exc:
+            log.warning("checkpoint deferred: %s", exc)
+
+    def _drain(self) -> None:
+        while len(self.batcher):
+            self._score(self.batcher.take())
+        self._commit()
+
+    def _on_revoke(self, partitions: list[int]) -> None:
+        """Pending events of revoked partitions are dropped (the new owner replays them from the
+        last commit); everything already produced is flushed and committed while still owned."""
+        dropped = self.batcher.drop_partitions(partitions)
+        if dropped:
+            log.info("dropped %d pending events of revoked partitions", dropped)
+        self._commit()
+        self.checkpoint.forget(partitions)
+
+    def _on_lost(self, partitions: list[int]) -> None:
+        self.batcher.drop_partitions(partitions)
+        self.checkpoint.forget(partitions)

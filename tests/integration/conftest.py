@@ -1,0 +1,153 @@
+"""Fixtures against the real stack: `make test` starts it; STREAMER_TEST_BROKERS points elsewhere.
+
+Every test gets fresh uuid-named topics and group, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streamer.codec import AvroCodec
+from streamer.demo import rows_of, synth_payments
+from streamer.kafka.admin import create_topics
+from streamer.records import Columns
+from streamer.settings import Settings
+from tests.conftest import SCHEMAS
+
+BROKERS = os.environ.get("STREAMER_TEST_BROKERS", "127.0.0.1:9092")
+
+
+@pytest.fixture(scope="session")
+def brokers() -> str:
+    try:
+        AdminClient({"bootstrap.servers": BROKERS}).list_topics(timeout=10)
+    except KafkaException:
+        pytest.fail(f"no Kafka broker at {BROKERS}: run `make stack-up` or set STREAMER_TEST_BROKERS")
+    return BROKERS
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(brokers: str, demo_model: Path) -> SettingsFactory:
+    """Settings with fresh topics (created) and group; keyword sections override the defaults."""
+
+    def factory(**sections: dict[str, Any]) -> Settings:
+        run = uuid.uuid4().hex[:10]
+        tree: dict[str, Any] = {
+            "worker_id": f"test-{run}",
+            "kafka": {"common": {"bootstrap.servers": brokers}, "consumer": {"group.id": f"g-{run}"}},
+            "topics": {
+                "input": f"in-{run}",
+                "scored": f"scored-{run}",
+                "alerts": f"alerts-{run}",
+                "dlq": f"dlq-{run}",
+                "partitions": 4,
+            },
+            "schemas": {
+                "input": str(SCHEMAS / "payment.avsc"),
+                "scored": str(SCHEMAS / "scored_payment.avsc"),
+                "dlq": str(SCHEMAS / "dlq_record.avsc"),
+            },
+            "model": {"path": str(demo_model), "alert_threshold": 0.1},
+            "delivery": {"commit_interval_ms": 200},
+        }
+        for name, values in sections.items():
+            tree[name] = {**tree.get(name, {}), **values}
+        settings = Settings.model_validate(tree)
+        topics = settings.topics
+        create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+        return settings
+
+    return factory
+
+
+@dataclass
+class Sent:
+    columns: Columns
+    values: list[bytes]
+
+
+def produce_payments(settings: Settings, n: int, seed: int = 0) -> Sent:
+    """Plain producer, keyed by card so each card's events stay in order on one partition."""
+    columns, _ = synth_payments(n, np.random.default_rng(seed), id_prefix=f"s{seed}-")
+    codec = AvroCodec(settings.schemas.input)
+    values = codec.encode(rows_of(columns))
+    produce_values(settings, values, [c.encode() for c in columns["card_id"]])
+    return Sent(columns, values)
+
+
+def produce_values(settings: Settings, values: list[bytes], keys: list[bytes] | None = None) -> None:
+    producer = Producer({**settings.admin_config(), "linger.ms": 5})
+    for i, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(settings.topics.input, value, keys[i] if keys else None)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(30) == 0
+
+
+@dataclass
+class Read:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+
+
+def read_topic(brokers: str, topic: str, expected: int, timeout_s: float = 60) -> list[Read]:
+    """Everything on `topic`, waiting until `expected` messages arrived (then a moment for extras)."""
+    consumer = Consumer(
+        {"bootstrap.servers": brokers, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[Read] = []
+    deadline = time.monotonic() + timeout_s
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.5)
+            for m in batch:
+                if m.error() is None:
+                    found.append(Read(m.key(), m.value(), dict(m.headers() or []), m.partition()))
+            if len(found) >= expected:
+                quiet_until = quiet_until or time.monotonic() + 1.0
+                if time.monotonic() >= quiet_until:
+                    break
+    finally:
+        consumer.close()
+    return found
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    consumer = Consumer({**settings.consumer_config()})
+    try:
+        parts = [TopicPartition(settings.topics.input, p) for p in range(settings.topics.partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = Consumer({**settings.admin_config(), "group.id": f"w-{uuid.uuid4().hex}"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.topics.input, p), timeout=10)[1]
+            for p in range(settings.topics.partitions)
+        }
+    finally:
+        consumer.close()

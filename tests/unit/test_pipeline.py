@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from streamer.codec import AvroCodec
+from streamer.demo import synth_payments
+from streamer.model import load_model
+from streamer.pipeline import padded_size, score, to_tensors
+from streamer.records import EventBatch
+from tests.conftest import SCHEMAS
+
+
+def test_padded_size_picks_smallest_bucket() -> None:
+    assert padded_size(1, (64, 256)) == 64
+    assert padded_size(64, (64, 256)) == 64
+    assert padded_size(65, (64, 256)) == 256
+    assert padded_size(300, (64, 256)) == 300
+
+
+def test_padding_repeats_last_row_and_nulls_become_empty_strings() -> None:
+    columns = {"s": np.array(["a", None], dtype=object), "x": np.array([1.0, 2.0])}
+    tensors = to_tensors(columns, {"s": tf.string, "x": tf.float32}, 4)
+    assert tensors["s"].numpy().tolist() == [b"a", b"", b"", b""]
+    assert tensors["x"].numpy().tolist() == [1.0, 2.0, 2.0, 2.0]
+
+
+def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
+    fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
+    model = load_model(demo_model, None, "serving_default", "score", fields)
+    columns, _ = synth_payments(37, np.random.default_rng(3))
+    events = EventBatch(columns, np.zeros(37, np.int32), np.arange(37, dtype=np.int64), [None] * 37)
+    padded = score(model, events, (64,))
+    direct = model.signature(**to_tensors(columns, model.inputs, 37))["score"].numpy()
+    assert padded.shape == (37,)
+    np.testing.assert_allclose(padded, direct, atol=1e-6)
