@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 models/fraud/1: | $(STAMP)
-	$(BIN)/streamer model export-demo --out models/fraud
+	$(BIN)/streamer model export-demo --config $(CONFIG)
 
 stack-up:
 	docker/local-stack.sh up
@@ -30,8 +30,8 @@ demo: $(STAMP) stack-up models/fraud/1
 	$(BIN)/streamer demo --config $(CONFIG) --events 20000 --rate 4000
 
 lint: $(STAMP)
-	$(BIN)/ruff check streamer tests load
-	$(BIN)/ruff format --check streamer tests load
+	$(BIN)/ruff check streamer tests load examples
+	$(BIN)/ruff format --check streamer tests load examples
 	$(BIN)/mypy
 
 test: $(STAMP) stack-up lint

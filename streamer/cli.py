@@ -1,4 +1,4 @@
-"""`streamer run | topics create | model export-demo | demo`.
+"""`streamer run | score | topics create | model export-demo | model verify | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -35,9 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="model packages")
     model_cmd = model.add_subparsers(dest="model_command", required=True)
     export = model_cmd.add_parser("export-demo", help="train the demo fraud model on synthetic payments")
-    export.add_argument("--out", type=Path, required=True, help="model base folder, e.g. models/fraud")
+    export.add_argument("--config", type=Path, required=True, help="gives model.path, model.feature_spec, schemas")
+    export.add_argument("--out", type=Path, help="model base folder (default: model.path)")
     export.add_argument("--version", type=int, default=1)
-    export.add_argument("--force", action="store_true", help="overwrite an existing version")
+    verify = model_cmd.add_parser("verify", help="check a package's files against its sha256 manifest")
+    verify.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/1")
+
+    score = commands.add_parser("score", help="score an Avro container file offline, through the same path")
+    score.add_argument("--config", type=Path, required=True)
+    score.add_argument("--input", type=Path, required=True)
+    score.add_argument("--output", type=Path, required=True)
 
     demo = commands.add_parser("demo", help="stream synthetic payments through a worker and report")
     demo.add_argument("--config", type=Path, required=True)
@@ -76,14 +83,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         created = create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
         print(f"topics: created {created or 'none'}; present {topics.names()}")
         return 0
+    if args.command == "model" and args.model_command == "verify":
+        from streamer.model import verify_package
+
+        verify_package(args.dir)
+        print(f"model {args.dir}: every file matches its manifest")
+        return 0
     if args.command == "model":
         from streamer.demo import train_demo_model
 
-        target = args.out / str(args.version)
-        if target.exists() and not args.force:
-            print(f"model {target} exists; keeping it (--force to retrain)")
+        settings = load_settings(args.config)
+        out = args.out or settings.model.path
+        if (out / str(args.version)).exists():
+            print(f"model {out / str(args.version)} exists; versions are immutable, keeping it")
             return 0
-        print(f"exported {train_demo_model(args.out, args.version)}")
+        if settings.model.feature_spec is None:
+            raise Fatal(f"config {args.config}: model.feature_spec is not set; point it at a feature spec YAML")
+        path = train_demo_model(out, settings.model.feature_spec, settings.schemas.input, args.version)
+        print(f"exported {path}")
+        return 0
+    if args.command == "score":
+        from streamer.offline import score_file
+
+        count = score_file(load_settings(args.config), args.input, args.output)
+        print(f"scored {count} events into {args.output}")
         return 0
     from streamer.demo import format_report, run_demo
 

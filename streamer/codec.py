@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import numpy as np
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -82,9 +83,7 @@ class AvroCodec:
             except Exception as exc:  # any decoder failure means this record is malformed
                 reason = f"not a valid {self.name} record: {str(exc) or type(exc).__name__}"
                 dead.append(self._dead_letter(raw, i, type(exc).__name__, reason))
-        columns: Columns = {
-            name: np.array([row[name] for row in rows], dtype=self._numpy_type(name)) for name in self.field_types
-        }
+        columns = self.columns_of(rows)
         index = np.array(kept, dtype=np.int64)
         batch = EventBatch(columns, raw.partitions[index], raw.offsets[index], [raw.keys[i] for i in kept])
         bad = np.zeros(len(batch), dtype=bool)
@@ -96,6 +95,26 @@ class AvroCodec:
                     dead.append(self._dead_letter(raw, kept[row], PoisonRecord.__name__, reason))
                 bad |= non_finite
         return (batch.take(~bad) if bad.any() else batch), dead
+
+    def columns_of(self, rows: list[dict[str, Any]]) -> Columns:
+        return {name: np.array([row[name] for row in rows], dtype=self._numpy_type(name)) for name in self.field_types}
+
+    def read_container(self, path: Path, batch_size: int) -> Iterator[Columns]:
+        """An Avro container file (as written by fastavro, Spark, Flink) in column batches, read
+        with this schema as the reader schema, so compatible writer schemas are resolved."""
+        with open(path, "rb") as stream:
+            rows: list[dict[str, Any]] = []
+            for row in fastavro.reader(stream, self.schema):
+                rows.append(row)  # type: ignore[arg-type]
+                if len(rows) == batch_size:
+                    yield self.columns_of(rows)
+                    rows = []
+            if rows:
+                yield self.columns_of(rows)
+
+    def write_container(self, path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+        with open(path, "wb") as stream:
+            fastavro.writer(stream, self.schema, rows)
 
     @staticmethod
     def _dead_letter(raw: RawBatch, i: int, error_class: str, reason: str) -> DeadLetter:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -17,30 +18,15 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamer.codec import AvroCodec
 from streamer.kafka.admin import create_topics
-from streamer.model import export_saved_model
-from streamer.preprocess import Categorical, Feature, Flag, HourOfDay, Numeric, Preprocessor, analyze
+from streamer.model import export_package
+from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
 from streamer.records import Columns
 from streamer.settings import Settings
-
-DEMO_SPEC: tuple[Feature, ...] = (
-    Numeric("amount", log1p=True),
-    Numeric("customer_tenure_days", dtype=tf.int32),
-    Categorical("currency"),
-    Categorical("country"),
-    Categorical("card_country"),
-    Categorical("mcc"),
-    Categorical("channel"),
-    Categorical("entry_mode"),
-    Categorical("device_type"),
-    Flag("card_present"),
-    HourOfDay("event_time"),
-)
 
 COUNTRIES = np.array(["US", "GB", "DE", "FR", "NL", "ES", "IT", "BR", "IN", "NG", "PL", "SE"])
 CURRENCY_OF = {"US": "USD", "GB": "GBP", "BR": "BRL", "IN": "INR", "NG": "NGN", "PL": "PLN", "SE": "SEK"}
@@ -112,32 +98,32 @@ def rows_of(columns: Columns) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in zip(*(columns[n].tolist() for n in names), strict=True)]
 
 
-def train_demo_model(out: Path, version: int = 1, events: int = 60_000, seed: int = 7) -> Path:
-    """Analyze, train through `tf.data` with the shared preprocessing, export `<out>/<version>`."""
+def train_demo_model(
+    out: Path, spec_path: Path, schema_path: Path, version: int = 1, events: int = 60_000, seed: int = 7
+) -> Path:
+    """The public API end to end: analyze, train through `tf.data`, export `<out>/<version>`."""
     keras.utils.set_random_seed(seed)
+    spec = FeatureSpec.load(spec_path)
+    raw_columns = spec.raw_columns(AvroCodec(schema_path).field_types)
     columns, labels = synth_payments(events, np.random.default_rng(seed))
-    preprocessor = Preprocessor(DEMO_SPEC, analyze(DEMO_SPEC, columns))
-    tensors = {name: tf.constant(columns[name], dtype) for name, dtype in preprocessor.raw_signature.items()}
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((tensors, labels))
-        .shuffle(events, seed=seed)
-        .batch(512)
-        .map(lambda cols, y: (preprocessor(cols), y))
-    )
-    width = int(preprocessor({k: v[:1] for k, v in tensors.items()}).shape[1])
-    network = keras.Sequential(
-        [
-            keras.Input((width,)),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(16, activation="relu"),
-            keras.layers.Dense(1, activation="sigmoid"),
-        ]
-    )
-    network.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", metrics=["auc"])
-    network.fit(dataset, epochs=4, verbose=0, shuffle=False)  # the dataset shuffles
-    path = out / str(version)
-    export_saved_model(preprocessor, network, path)
-    return path
+    train = {name: column[: events * 9 // 10] for name, column in columns.items()}
+    holdout = {name: column[events * 9 // 10 :] for name, column in columns.items()}
+    analysis = analyze(spec, batches_of(train, 8192))
+    with tempfile.TemporaryDirectory() as vocabulary_dir:
+        preprocessor = Preprocessor(spec, analysis, Path(vocabulary_dir))
+        dataset = training_dataset(preprocessor, raw_columns, train, labels[: len(train["amount"])])
+        width = sum(preprocessor.width(f) for f in spec.features)
+        network = keras.Sequential(
+            [
+                keras.Input((width,)),
+                keras.layers.Dense(32, activation="relu"),
+                keras.layers.Dense(16, activation="relu"),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ]
+        )
+        network.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy", metrics=["auc"])
+        network.fit(dataset, epochs=4, verbose=0, shuffle=False)  # the dataset shuffles
+        return export_package(out, version, preprocessor, network, raw_columns, holdout=holdout)
 
 
 @dataclass

@@ -1,52 +1,140 @@
-"""Model packages: export a SavedModel whose signature takes raw columns, and load one to serve.
+"""Model packages: export one, verify one, load one to serve.
 
-Layout, as TF Serving: `<base>/<version>/` with a SavedModel inside; the newest version is
-served unless one is pinned. Every way a package can be unusable becomes a `Fatal` that names
-the folder and the fix, before the worker joins its consumer group.
+A package is one version folder, TF Serving style `<base>/<version>/`:
+
+    saved_model.pb, variables/   the graph: raw event columns in, named outputs out
+    assets/                      vocabularies the graph reads
+    feature_spec.yaml            the spec the preprocessing was built from
+    baseline.json                training statistics for drift, and the holdout score histogram
+    MANIFEST.json                sha256 and size of every other file
+
+The manifest is checked before anything is loaded. Every way a package can be unusable becomes a
+`Fatal` that names the folder, the file and the fix, before the worker joins its group.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 
 from streamer.errors import Fatal
-from streamer.preprocess import Preprocessor
+from streamer.preprocess import FeatureSpec, Preprocessor
+from streamer.records import Columns
+from streamer.settings import ModelSettings
 
 log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+SPEC_FILE = "feature_spec.yaml"
+BASELINE_FILE = "baseline.json"
+TRANSFORM_SIGNATURE = "transform_features"
+SCORE_EDGES = [round(x, 2) for x in np.linspace(0.05, 0.95, 19)]  # 20 fixed score bins on [0, 1]
 
 Signature = Callable[..., Mapping[str, tf.Tensor]]
 
 
-def export_saved_model(
-    preprocessor: Preprocessor, network: tf.keras.Model, path: Path, score_output: str = "score"
-) -> None:
-    """Save preprocessing and network as one graph whose inputs are the raw event columns."""
+def export_package(
+    base: Path,
+    version: int,
+    preprocessor: Preprocessor,
+    network: keras.Model,
+    raw_columns: Mapping[str, tf.DType],
+    holdout: Columns | None = None,
+    score_output: str = "score",
+    network_input: Literal["dense", "features"] = "dense",
+) -> Path:
+    """Write `<base>/<version>/` atomically: built in a temp folder, renamed into place, so a
+    watcher never sees half a version. `network` takes `preprocessor.dense(...)` ("dense"), or
+    the dict of transformed features ("features", for a functional model with named inputs)."""
+    target = base / str(version)
+    if target.exists():
+        raise Fatal(f"model {target}: version exists; versions are immutable, export a new one")
+    base.mkdir(parents=True, exist_ok=True)
+    names = list(raw_columns)
+
+    def features(columns: Mapping[str, tf.Tensor]) -> Any:
+        return preprocessor(columns) if network_input == "features" else preprocessor.dense(columns)
+
+    specs = [tf.TensorSpec([None], dtype, name=n) for n, dtype in raw_columns.items()]
+
+    @tf.function(input_signature=specs)
+    def serve(*columns: tf.Tensor) -> dict[str, tf.Tensor]:
+        output = network(features(dict(zip(names, columns, strict=True))), training=False)
+        return {score_output: tf.reshape(output, [-1])}
+
+    @tf.function(input_signature=specs)
+    def transform(*columns: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The preprocessing alone, as TF Transform's transform_features: for skew checks."""
+        return dict(preprocessor(dict(zip(names, columns, strict=True))))
+
     module = tf.Module()
     module.preprocessor = preprocessor
     module.network = network
-    names = list(preprocessor.raw_signature)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+    try:
+        signatures = {"serving_default": serve, TRANSFORM_SIGNATURE: transform}
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        (staging / SPEC_FILE).write_text(yaml.safe_dump(preprocessor.spec.to_dict(), sort_keys=False))
+        baseline = dict(preprocessor.analysis.baseline)
+        if holdout is not None:
+            scores = serve(*(tf.constant(holdout[n], d) for n, d in raw_columns.items()))[score_output].numpy()
+            counts = np.bincount(np.searchsorted(SCORE_EDGES, scores, side="right"), minlength=len(SCORE_EDGES) + 1)
+            baseline["score"] = {"kind": "numeric", "edges": SCORE_EDGES, "counts": counts.tolist(), "missing": 0}
+        (staging / BASELINE_FILE).write_text(json.dumps(baseline, indent=1))
+        (staging / MANIFEST).write_text(json.dumps(_digests(staging), indent=1, sort_keys=True))
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], dtype, name=n) for n, dtype in preprocessor.raw_signature.items()]
-    )
-    def serve(*columns: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = preprocessor(dict(zip(names, columns, strict=True)))
-        return {score_output: tf.squeeze(network(features, training=False), axis=-1)}
 
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+def _digests(folder: Path) -> dict[str, dict[str, Any]]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {
+        str(p.relative_to(folder)): {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size}
+        for p in files
+    }
+
+
+def verify_package(path: Path) -> None:
+    """Every file in the manifest is present with its sha256, and nothing unlisted was added."""
+    manifest_path = path / MANIFEST
+    try:
+        expected = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise Fatal(f"model {path}: no {MANIFEST}; export packages with streamer.model.export_package") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Fatal(f"model {path}: unreadable {MANIFEST} ({exc}); re-export the package") from None
+    actual = _digests(path)
+    missing = sorted(set(expected) - set(actual))
+    if missing:
+        raise Fatal(f"model {path}: missing file {missing[0]} (listed in {MANIFEST}); re-copy or re-export it")
+    changed = sorted(name for name in expected if expected[name]["sha256"] != actual[name]["sha256"])
+    if changed:
+        raise Fatal(f"model {path}: sha256 mismatch in {changed[0]}: the file was altered; re-copy or re-export it")
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        raise Fatal(f"model {path}: file {extra[0]} is not in {MANIFEST}: remove it or re-export the package")
 
 
 def resolve_version(base: Path, pinned: int | None) -> tuple[int, Path]:
     if not base.is_dir():
         raise Fatal(
             f"model.path {base}: no such folder; export one with "
-            f"`streamer model export-demo --out {base}` or fix model.path"
+            f"`streamer model export-demo --config … --out {base}` or fix model.path"
         )
     versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
     if pinned is not None:
@@ -65,22 +153,23 @@ class LoadedModel:
     signature: Signature
     inputs: dict[str, tf.DType]
     score_output: str
+    spec: FeatureSpec
+    baseline: dict[str, Any]
     module: object  # holds the variables; a signature alone does not keep them alive
 
-    def warm_up(self, sizes: tuple[int, ...], example: Mapping[str, np.ndarray]) -> None:
+    def warm_up(self, sizes: tuple[int, ...]) -> None:
         """Call once per padded size at start, so the first real batch pays no tracing cost."""
+        neutral = {tf.string: "", tf.bool: False}
         for size in sizes:
-            self.signature(**{n: tf.constant(np.resize(example[n], size), d) for n, d in self.inputs.items()})
+            self.signature(**{n: tf.fill([size], tf.constant(neutral.get(d, 0), d)) for n, d in self.inputs.items()})
 
 
-def load_model(
-    base: Path,
-    pinned: int | None,
-    signature_key: str,
-    score_output: str,
-    available_fields: Mapping[str, object],
-) -> LoadedModel:
-    version, path = resolve_version(base, pinned)
+def load_model(settings: ModelSettings, available_fields: Mapping[str, object]) -> LoadedModel:
+    """Verify, load and check a package against the input schema (plus its entity features)."""
+    base, signature_key, score_output = settings.path, settings.signature, settings.score_output
+    version, path = resolve_version(base, settings.version)
+    verify_package(path)
+    spec = FeatureSpec.load(path / SPEC_FILE)
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TF raises many types for a broken SavedModel
@@ -91,7 +180,8 @@ def load_model(
     signature = signatures[signature_key]
     _, input_specs = signature.structured_input_signature
     inputs = {name: spec.dtype for name, spec in input_specs.items()}
-    missing = sorted(set(inputs) - set(available_fields))
+    entity_names = {f.name for f in spec.entity_features()}
+    missing = sorted(set(inputs) - set(available_fields) - entity_names)
     if missing:
         raise Fatal(f"model {path}: signature needs {missing}, which the input schema lacks; fix schemas.input")
     if score_output not in signature.structured_outputs:
@@ -99,5 +189,6 @@ def load_model(
             f"model {path}: no output {score_output!r} (has {sorted(signature.structured_outputs)}); "
             "fix model.score_output"
         )
+    baseline = json.loads((path / BASELINE_FILE).read_text())
     log.info("loaded model %s version %d from %s", base.name, version, path)
-    return LoadedModel(base.name, version, signature, inputs, score_output, loaded)
+    return LoadedModel(base.name, version, signature, inputs, score_output, spec, baseline, loaded)

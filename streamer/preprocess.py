@@ -1,124 +1,421 @@
-"""Preprocessing defined once: analyzed on training data, then used by training and serving.
+"""Preprocessing defined once (TF Transform style): a feature spec, one analyze pass, one graph.
 
-The same `Preprocessor` is mapped over a `tf.data.Dataset` in training and called on batch
-tensors inside the exported serving signature, so online and offline features cannot drift
-apart through code skew. Constants (means, vocabularies) come from one `analyze` pass.
+    spec = FeatureSpec.load("configs/features/fraud.yaml")
+    analysis = analyze(spec, input_fields, batches_of_columns)   # constants + drift baseline
+    preprocessor = Preprocessor(spec, analysis, vocab_dir)       # a tf.Module
+    dataset.map(preprocessor)                                    # training
+    preprocessor(batch_tensors)                                  # inside the serving signature
+
+The same `Preprocessor` is mapped over `tf.data` in training and called on batch tensors inside
+the exported signature, so online features cannot drift from offline ones through code skew.
+Vocabularies are text files the SavedModel carries as assets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import tensorflow as tf
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from streamer.errors import Fatal
 
 MILLIS_PER_HOUR = 3_600_000
+MILLIS_PER_DAY = 86_400_000
+QUANTILE_SAMPLE = 200_000  # values kept per numeric feature for quantiles: memory stays bounded
+DRIFT_BINS = 10  # quantile bins per numeric feature in the drift baseline
+
+AVRO_DTYPES = {
+    "double": tf.float64,
+    "float": tf.float32,
+    "long": tf.int64,
+    "int": tf.int32,
+    "boolean": tf.bool,
+    "string": tf.string,
+}
+
+
+class _Feature(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Name of the transformed feature (the model's input).")
+    source: str | None = Field(None, description="Raw column it is computed from; defaults to `name`.")
+
+    @property
+    def column(self) -> str:
+        return self.source or self.name
+
+
+class Numeric(_Feature):
+    """Applied in this order: clip, log1p, then standardize or bucketize."""
+
+    kind: Literal["numeric"]
+    clip: tuple[float, float] | None = Field(None, description="[min, max] bounds applied first.")
+    log1p: bool = Field(False, description="log(1 + x) for heavy tails; needs x >= 0 after clip.")
+    standardize: bool = Field(True, description="(x - mean) / std with training constants.")
+    bucketize: int | None = Field(None, ge=2, description="One-hot of this many quantile buckets instead.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Numeric:
+        if self.clip and self.clip[0] > self.clip[1]:
+            raise ValueError(f"clip min {self.clip[0]} > max {self.clip[1]}")
+        if self.log1p and self.clip and self.clip[0] < 0:
+            raise ValueError("log1p needs clip min >= 0 (log1p of negatives is undefined)")
+        return self
+
+
+class Categorical(_Feature):
+    """A learned vocabulary (top_k + OOV buckets) or hashing; one-hot or integer ids."""
+
+    kind: Literal["categorical"]
+    top_k: int | None = Field(None, ge=1, description="Keep the top_k most frequent training values.")
+    oov_buckets: int = Field(1, ge=1, description="Hash buckets for values outside the vocabulary.")
+    hash_buckets: int | None = Field(None, ge=1, description="Hash into this many buckets (no vocabulary).")
+    encoding: Literal["onehot", "index"] = Field("onehot", description="index: int ids, for an Embedding.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Categorical:
+        if (self.top_k is None) == (self.hash_buckets is None):
+            raise ValueError("set exactly one of top_k (vocabulary) or hash_buckets (hashing)")
+        return self
+
+
+class Timestamp(_Feature):
+    """A part of a millisecond UTC timestamp, as sin/cos so 23h sits next to 0h."""
+
+    kind: Literal["timestamp"]
+    part: Literal["hour", "weekday"]
+
+
+class Flag(_Feature):
+    kind: Literal["flag"]
+
+
+class Entity(_Feature):
+    """A per-entity value read from the feature cache at scoring time (see streamer.features)."""
+
+    kind: Literal["entity"]
+    default: float = Field(0.0, description="Used when the cache has no value or is unreachable.")
+    standardize: bool = Field(True, description="(x - mean) / std with training constants.")
+
+
+Feature = Annotated[Numeric | Categorical | Timestamp | Flag | Entity, Field(discriminator="kind")]
+_FEATURE = TypeAdapter(Feature)
 
 
 @dataclass(frozen=True)
-class Numeric:
-    """Standardised with the training mean and deviation, after log1p for heavy tails."""
+class FeatureSpec:
+    features: tuple[Feature, ...]
 
-    name: str
-    dtype: tf.DType = tf.float64
-    log1p: bool = False
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any], origin: str = "feature spec") -> FeatureSpec:
+        items = tree.get("features") if isinstance(tree, Mapping) else None
+        if not isinstance(items, list) or not items:
+            raise Fatal(f"{origin}: needs a non-empty `features:` list")
+        features = []
+        for i, item in enumerate(items):
+            label = (
+                f"feature {item.get('name')!r}" if isinstance(item, Mapping) and "name" in item else f"features[{i}]"
+            )
+            try:
+                features.append(_FEATURE.validate_python(item))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    ".".join(str(p) for p in err["loc"][1:])
+                    + (": " if len(err["loc"]) > 1 else "")
+                    + err["msg"].removeprefix("Value error, ")
+                    for err in exc.errors()
+                )
+                raise Fatal(f"{origin}: {label}: {problems}") from None
+        names = [f.name for f in features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise Fatal(f"{origin}: feature names must be unique; repeated: {duplicated}")
+        return cls(tuple(features))
+
+    @classmethod
+    def load(cls, path: Path | str) -> FeatureSpec:
+        try:
+            tree = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise Fatal(f"feature spec {path}: cannot read ({exc}); fix model.feature_spec") from exc
+        return cls.from_dict(tree, origin=f"feature spec {path}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": [f.model_dump(exclude_none=True) for f in self.features]}
+
+    def raw_columns(self, field_types: Mapping[str, Any]) -> dict[str, tf.DType]:
+        """The raw inputs of the serving signature, typed from the input Avro schema."""
+        columns: dict[str, tf.DType] = {}
+        for feature in self.features:
+            if isinstance(feature, Entity):
+                columns[feature.column] = tf.float32
+                continue
+            avro_type = field_types.get(feature.column)
+            if avro_type is None:
+                raise Fatal(f"feature {feature.name!r}: input schema has no field {feature.column!r}")
+            if isinstance(avro_type, list):  # a nullable union: the non-null branch
+                avro_type = next((t for t in avro_type if t != "null"), None)
+            dtype = AVRO_DTYPES.get(avro_type) if isinstance(avro_type, str) else None
+            expected = {
+                "numeric": {tf.float64, tf.float32, tf.int64, tf.int32},
+                "categorical": {tf.string, tf.int64, tf.int32},
+                "timestamp": {tf.int64},
+                "flag": {tf.bool},
+            }[feature.kind]
+            if dtype not in expected:
+                raise Fatal(f"feature {feature.name!r}: field {feature.column!r} is {avro_type}, not {feature.kind}")
+            columns[feature.column] = dtype
+        return columns
+
+    def entity_features(self) -> tuple[Entity, ...]:
+        return tuple(f for f in self.features if isinstance(f, Entity))
 
 
-@dataclass(frozen=True)
-class Categorical:
-    """One-hot over the `top_k` most frequent training values, plus one out-of-vocabulary slot."""
-
-    name: str
-    top_k: int = 32
-
-
-@dataclass(frozen=True)
-class Flag:
-    name: str
-
-
-@dataclass(frozen=True)
-class HourOfDay:
-    """Hour of a millisecond timestamp, as a point on a circle so 23h sits next to 0h."""
-
-    name: str
-
-
-Feature = Numeric | Categorical | Flag | HourOfDay
-
-
-@dataclass(frozen=True)
+@dataclass
 class Analysis:
-    """The constants the training data fixes."""
+    """The constants training data fixes, and the drift baseline of the same pass."""
 
     moments: dict[str, tuple[float, float]] = field(default_factory=dict)
-    vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    boundaries: dict[str, list[float]] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
 
 
-def raw_dtype(feature: Feature) -> tf.DType:
+class _NumericStats:
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.squares = 0.0
+        self.missing = 0
+        self.sample = np.empty(0)
+        self.rng = rng
+
+    def add(self, values: np.ndarray) -> None:
+        finite = np.isfinite(values)
+        self.missing += int((~finite).sum())
+        x = values[finite]
+        self.count += len(x)
+        self.total += float(x.sum())
+        self.squares += float((x * x).sum())
+        self.sample = np.concatenate([self.sample, x])
+        if len(self.sample) > QUANTILE_SAMPLE:
+            self.sample = self.rng.choice(self.sample, QUANTILE_SAMPLE, replace=False)
+
+    def moments(self) -> tuple[float, float]:
+        mean = self.total / max(self.count, 1)
+        var = max(self.squares / max(self.count, 1) - mean * mean, 0.0)
+        return mean, float(np.sqrt(var)) or 1.0
+
+    def quantiles(self, buckets: int) -> list[float]:
+        if not len(self.sample):
+            return []
+        edges = np.quantile(self.sample, np.linspace(0, 1, buckets + 1)[1:-1])
+        return sorted({float(e) for e in edges})
+
+
+def before_scaling(feature: Numeric | Entity, x: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Clip and log1p: the part of a numeric transform that comes before the training constants.
+    Called eagerly by `analyze` and inside the graph by `Preprocessor`, so both see one definition."""
+    x = tf.cast(x, tf.float32)
     if isinstance(feature, Numeric):
-        return feature.dtype
-    if isinstance(feature, Categorical):
-        return tf.string
-    if isinstance(feature, Flag):
-        return tf.bool
-    return tf.int64
+        if feature.clip:
+            x = tf.clip_by_value(x, *feature.clip)
+        if feature.log1p:
+            x = tf.math.log1p(x)
+    return x
 
 
-def analyze(spec: tuple[Feature, ...], columns: Mapping[str, np.ndarray]) -> Analysis:
-    moments: dict[str, tuple[float, float]] = {}
-    vocabularies: dict[str, tuple[str, ...]] = {}
-    for feature in spec:
-        values = np.asarray(columns[feature.name])
-        if isinstance(feature, Numeric):
-            x = np.log1p(np.maximum(values, 0.0)) if feature.log1p else values.astype(np.float64)
-            moments[feature.name] = (float(x.mean()), float(x.std()) or 1.0)
-        elif isinstance(feature, Categorical):
-            uniques, counts = np.unique(values.astype(str), return_counts=True)
-            order = np.lexsort((uniques, -counts))[: feature.top_k]
-            vocabularies[feature.name] = tuple(str(v) for v in uniques[order])
-    return Analysis(moments, vocabularies)
+def analyze(spec: FeatureSpec, batches: Iterable[Mapping[str, np.ndarray]], seed: int = 0) -> Analysis:
+    """One pass over training batches (dicts of numpy columns): constants and drift baseline.
+
+    The drift baseline holds, per raw column, fixed bins and their training counts: numeric
+    columns use quantile edges (plus under/overflow when live data exceeds them), categorical
+    columns their vocabulary (plus OOV). Missing or non-finite values are counted apart.
+    """
+    rng = np.random.default_rng(seed)
+    numeric: dict[str, _NumericStats] = {}
+    raw_numeric: dict[str, _NumericStats] = {}
+    categories: dict[str, Counter[str]] = {}
+    for batch in batches:
+        seen_columns: set[str] = set()
+        for feature in spec.features:
+            values = np.asarray(batch[feature.column]) if feature.column in batch else None
+            if values is None:
+                if isinstance(feature, Entity):
+                    continue  # entity values may be absent from training data: defaults apply
+                raise Fatal(f"analyze: training data has no column {feature.column!r} for feature {feature.name!r}")
+            if isinstance(feature, Numeric | Entity):
+                scaled_input = before_scaling(feature, values).numpy().astype(np.float64)
+                numeric.setdefault(feature.name, _NumericStats(rng)).add(scaled_input)
+                if feature.column not in seen_columns:
+                    raw_numeric.setdefault(feature.column, _NumericStats(rng)).add(values.astype(np.float64))
+                    seen_columns.add(feature.column)
+            elif isinstance(feature, Categorical):
+                counter = categories.setdefault(feature.column, Counter())
+                uniques, counts = np.unique(np.asarray(values).astype(str), return_counts=True)
+                counter.update(dict(zip(uniques.tolist(), counts.tolist(), strict=True)))
+    analysis = Analysis()
+    for feature in spec.features:
+        if isinstance(feature, Numeric | Entity):
+            stats = numeric.get(feature.name)
+            if stats is None or stats.count == 0:
+                mean_std = (float(getattr(feature, "default", 0.0)), 1.0)
+            else:
+                mean_std = stats.moments()
+            analysis.moments[feature.name] = mean_std
+            if isinstance(feature, Numeric) and feature.bucketize:
+                if stats is None or not stats.count:
+                    raise Fatal(f"analyze: feature {feature.name!r} has no finite values to bucketize")
+                analysis.boundaries[feature.name] = stats.quantiles(feature.bucketize)
+        elif isinstance(feature, Categorical) and feature.top_k:
+            counter = categories[feature.column]
+            ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[: feature.top_k]
+            analysis.vocabularies[feature.name] = [value for value, _ in ranked]
+    analysis.baseline = _baseline(spec, raw_numeric, categories)
+    return analysis
+
+
+def _baseline(
+    spec: FeatureSpec, numeric: Mapping[str, _NumericStats], categories: Mapping[str, Counter[str]]
+) -> dict[str, Any]:
+    features: dict[str, Any] = {}
+    for column, stats in numeric.items():
+        edges = stats.quantiles(DRIFT_BINS)
+        counts = np.bincount(np.searchsorted(edges, stats.sample, side="right"), minlength=len(edges) + 1)
+        scale = stats.count / max(len(stats.sample), 1)  # the sample stands for every value seen
+        features[column] = {
+            "kind": "numeric",
+            "edges": edges,
+            "counts": [round(float(c) * scale) for c in counts],
+            "missing": stats.missing,
+        }
+    for column, counter in categories.items():
+        top = [v for v, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:100]]
+        other = sum(counter.values()) - sum(counter[v] for v in top)
+        features[column] = {
+            "kind": "categorical",
+            "values": top,
+            "counts": [counter[v] for v in top] + [other],
+            "missing": 0,
+        }
+    return {"features": features}
 
 
 class Preprocessor(tf.Module):
-    """Raw columns (dict of 1-D tensors) → one float32 matrix [batch, width]."""
+    """Raw columns (dict of 1-D tensors) → dict of transformed features, each [batch, width]."""
 
-    def __init__(self, spec: tuple[Feature, ...], analysis: Analysis) -> None:
+    def __init__(self, spec: FeatureSpec, analysis: Analysis, vocabulary_dir: Path) -> None:
         super().__init__(name="preprocessor")
         self.spec = spec
         self.analysis = analysis
-        self.tables = {
-            name: tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(vocab, tf.string), tf.range(len(vocab), dtype=tf.int64)
-                ),
-                default_value=len(vocab),
-            )
-            for name, vocab in analysis.vocabularies.items()
-        }
+        self.tables: dict[str, tf.lookup.StaticVocabularyTable] = {}
+        vocabulary_dir.mkdir(parents=True, exist_ok=True)
+        for feature in spec.features:
+            if isinstance(feature, Categorical) and feature.top_k:
+                path = vocabulary_dir / f"{feature.name}.vocab"
+                path.write_text("".join(f"{v}\n" for v in analysis.vocabularies[feature.name]))
+                initializer = tf.lookup.TextFileInitializer(
+                    str(path),
+                    tf.string,
+                    tf.lookup.TextFileIndex.WHOLE_LINE,
+                    tf.int64,
+                    tf.lookup.TextFileIndex.LINE_NUMBER,
+                )
+                self.tables[feature.name] = tf.lookup.StaticVocabularyTable(initializer, feature.oov_buckets)
 
-    @property
-    def raw_signature(self) -> dict[str, tf.DType]:
-        return {feature.name: raw_dtype(feature) for feature in self.spec}
+    def width(self, feature: Feature) -> int:
+        """Columns this feature contributes to `dense`."""
+        if isinstance(feature, Numeric) and feature.bucketize:
+            return len(self.analysis.boundaries[feature.name]) + 1
+        if isinstance(feature, Categorical):
+            if feature.encoding == "index":
+                return 1
+            return self.categories(feature)
+        return 2 if isinstance(feature, Timestamp) else 1
 
-    def __call__(self, columns: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        parts = []
-        for feature in self.spec:
-            x = columns[feature.name]
-            if isinstance(feature, Numeric):
-                x = tf.cast(x, tf.float32)
-                if feature.log1p:
-                    x = tf.math.log1p(tf.maximum(x, 0.0))
-                mean, std = self.analysis.moments[feature.name]
-                parts.append(((x - mean) / std)[:, None])
-            elif isinstance(feature, Categorical):
-                depth = len(self.analysis.vocabularies[feature.name]) + 1
-                parts.append(tf.one_hot(self.tables[feature.name].lookup(x), depth))
-            elif isinstance(feature, Flag):
-                parts.append(tf.cast(x, tf.float32)[:, None])
-            else:
-                hour = tf.cast(tf.math.floormod(x // MILLIS_PER_HOUR, 24), tf.float32)
-                angle = hour * (2.0 * np.pi / 24.0)
-                parts.append(tf.stack([tf.sin(angle), tf.cos(angle)], axis=1))
-        return tf.concat(parts, axis=1)
+    def categories(self, feature: Categorical) -> int:
+        """Distinct ids a categorical feature can take (vocabulary + OOV buckets, or hash buckets)."""
+        if feature.hash_buckets:
+            return feature.hash_buckets
+        return len(self.analysis.vocabularies[feature.name]) + feature.oov_buckets
+
+    def __call__(self, columns: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {feature.name: self._transform(feature, columns[feature.column]) for feature in self.spec.features}
+
+    def dense(self, columns: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """All features side by side as one float32 matrix, for a plain Dense network."""
+        transformed = self(columns)
+        return tf.concat([tf.cast(transformed[f.name], tf.float32) for f in self.spec.features], axis=1)
+
+    def _transform(self, feature: Feature, x: tf.Tensor) -> tf.Tensor:
+        if isinstance(feature, Numeric | Entity):
+            return self._numeric(feature, x)
+        if isinstance(feature, Categorical):
+            ids = self._category_ids(feature, x)
+            if feature.encoding == "index":
+                return ids[:, None]
+            return tf.one_hot(ids, self.categories(feature))
+        if isinstance(feature, Timestamp):
+            if feature.part == "hour":
+                part, period = tf.math.floormod(x // MILLIS_PER_HOUR, 24), 24.0
+            else:  # 1970-01-01 was a Thursday: shift so Monday is 0
+                part, period = tf.math.floormod(x // MILLIS_PER_DAY + 3, 7), 7.0
+            angle = tf.cast(part, tf.float32) * (2.0 * np.pi / period)
+            return tf.stack([tf.sin(angle), tf.cos(angle)], axis=1)
+        return tf.cast(x, tf.float32)[:, None]
+
+    def _numeric(self, feature: Numeric | Entity, x: tf.Tensor) -> tf.Tensor:
+        x = before_scaling(feature, x)
+        if isinstance(feature, Numeric) and feature.bucketize:
+            boundaries = self.analysis.boundaries[feature.name]
+            return tf.one_hot(tf.raw_ops.Bucketize(input=x, boundaries=boundaries), len(boundaries) + 1)
+        if not feature.standardize:
+            return x[:, None]
+        mean, std = self.analysis.moments[feature.name]
+        # A multiply by a float32 reciprocal, not a divide: graph optimizers rewrite x / c into
+        # x * (1 / c) in some graphs and not others, which made tf.data and serving differ by 1 ulp.
+        return ((x - np.float32(mean)) * np.float32(1.0 / std))[:, None]
+
+    def _category_ids(self, feature: Categorical, x: tf.Tensor) -> tf.Tensor:
+        if x.dtype != tf.string:
+            x = tf.strings.as_string(x)
+        if feature.hash_buckets:
+            return tf.strings.to_hash_bucket_fast(x, feature.hash_buckets)
+        return self.tables[feature.name].lookup(x)
+
+
+def batches_of(columns: Mapping[str, np.ndarray], size: int) -> Iterator[dict[str, np.ndarray]]:
+    """In-memory columns as the batches `analyze` takes (an Avro file: `AvroCodec.read_container`)."""
+    total = len(next(iter(columns.values())))
+    for start in range(0, total, size):
+        yield {name: column[start : start + size] for name, column in columns.items()}
+
+
+def raw_tensors(columns: Mapping[str, np.ndarray], raw_columns: Mapping[str, tf.DType]) -> dict[str, tf.Tensor]:
+    return {name: tf.constant(columns[name], dtype) for name, dtype in raw_columns.items()}
+
+
+def training_dataset(
+    preprocessor: Preprocessor,
+    raw_columns: Mapping[str, tf.DType],
+    columns: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    batch_size: int = 512,
+    shuffle_seed: int | None = 0,
+    network_input: Literal["dense", "features"] = "dense",
+) -> tf.data.Dataset:
+    """(features, label) batches: the training side of the shared preprocessing. Features are one
+    dense matrix, or the dict of named transformed features; pass the same `network_input` to
+    `streamer.model.export_package`."""
+    transform = preprocessor.dense if network_input == "dense" else preprocessor
+    dataset = tf.data.Dataset.from_tensor_slices((raw_tensors(columns, raw_columns), labels))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(labels), seed=shuffle_seed)
+    return dataset.batch(batch_size).map(lambda cols, y: (transform(cols), y)).prefetch(2)

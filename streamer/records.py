@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 Columns = dict[str, np.ndarray]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of Avro timestamp-millis fields."""
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,9 @@ class BatchingSettings(Section):
 class ModelSettings(Section):
     path: Path = Field(description="Model base folder holding numbered versions: <path>/<n>/.")
     version: int | None = Field(None, ge=1, description="Pinned version; newest when unset.")
+    feature_spec: Path | None = Field(
+        None, description="Spec `model export-demo` trains with; a package serves its own copy."
+    )
     signature: str = Field("serving_default", description="Signature called per batch.")
     score_output: str = Field("score", description="Signature output used as the score.")
     alert_threshold: float = Field(0.9, ge=0, le=1, description="Score at which an alert fires.")
@@ -167,7 +170,11 @@ def load_settings(path: Path | str, environ: Mapping[str, str] | None = None) ->
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: "
-            + ("unknown key (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"])
+            + (
+                "unknown key (check the spelling)"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
             for err in exc.errors()
         )
         raise Fatal(f"config {path}: {problems}") from None

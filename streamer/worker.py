@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
@@ -25,7 +24,7 @@ from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
 from streamer.kafka.producer import Headers, KafkaSink
 from streamer.model import LoadedModel, load_model
-from streamer.records import DeadLetter, EventBatch
+from streamer.records import DeadLetter, EventBatch, now_ms
 from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,6 @@ class RunStats:
     alerts: int = 0
     dead_lettered: int = 0
     batches: int = 0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Worker:
@@ -66,13 +61,10 @@ class Worker:
 
     def start(self) -> None:
         """Everything that can refuse to start does so here, before the group sees this member."""
-        model = self.settings.model
-        self.model = load_model(
-            model.path, model.version, model.signature, model.score_output, self.input_codec.field_types
-        )
+        self.model = load_model(self.settings.model, self.input_codec.field_types)
         started = time.monotonic()
         sizes = self.settings.batching.allowed_batch_sizes
-        self.model.warm_up(sizes, self._example_columns())
+        self.model.warm_up(sizes)
         log.info(
             "model %s v%d warm on sizes %s in %.2f s",
             self.model.name,
@@ -81,12 +73,6 @@ class Worker:
             time.monotonic() - started,
         )
         self.source.start()
-
-    def _example_columns(self) -> dict[str, np.ndarray]:
-        """One neutral value per input, enough to trace the graph."""
-        assert self.model is not None
-        neutral = {tf.string: "", tf.bool: False}
-        return {name: np.array([neutral.get(dtype, 0)]) for name, dtype in self.model.inputs.items()}
 
     def stop(self) -> None:
         self._stop.set()

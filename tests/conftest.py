@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
+FEATURE_SPEC = ROOT / "configs" / "features" / "fraud.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -19,5 +20,5 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from streamer.demo import train_demo_model
 
     base = tmp_path_factory.mktemp("models") / "fraud"
-    train_demo_model(base, version=1, events=4000)
+    train_demo_model(base, FEATURE_SPEC, SCHEMAS / "payment.avsc", version=1, events=4000)
     return base

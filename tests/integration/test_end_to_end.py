@@ -5,6 +5,7 @@ import numpy as np
 from streamer.codec import AvroCodec
 from streamer.model import load_model
 from streamer.pipeline import to_tensors
+from streamer.settings import ModelSettings
 from streamer.worker import Worker
 from tests.conftest import SCHEMAS
 from tests.integration.conftest import SettingsFactory, committed_offsets, end_offsets, produce_payments, read_topic
@@ -30,7 +31,7 @@ def test_every_event_scored_once_with_offline_equal_scores(make_settings: Settin
     assert set(ids) == set(sent.columns["event_id"])  # each exactly once: same size, same set
 
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
-    model = load_model(settings.model.path, None, "serving_default", "score", fields)
+    model = load_model(settings.model, fields)
     offline = model.signature(**to_tensors(sent.columns, model.inputs, EVENTS))["score"].numpy()
     offline_by_id = dict(zip(sent.columns["event_id"], offline.astype(np.float64), strict=True))
     streamed = np.array([row["score"] for row in scored])
@@ -45,7 +46,9 @@ def test_every_event_scored_once_with_offline_equal_scores(make_settings: Settin
 def test_alert_topic_holds_exactly_the_events_over_threshold(make_settings: SettingsFactory) -> None:
     probe = make_settings()
     sent = produce_payments(probe, 2000, seed=1)
-    model = load_model(probe.model.path, None, "serving_default", "score", AvroCodec(probe.schemas.input).field_types)
+    model = load_model(
+        ModelSettings(path=probe.model.path, score_output="score"), AvroCodec(probe.schemas.input).field_types
+    )
     offline = model.signature(**to_tensors(sent.columns, model.inputs, 2000))["score"].numpy()
     settings = make_settings(model={"alert_threshold": float(np.quantile(offline, 0.9))})
     produce_payments(settings, 2000, seed=1)

@@ -8,6 +8,7 @@ from streamer.demo import synth_payments
 from streamer.model import load_model
 from streamer.pipeline import padded_size, score, to_tensors
 from streamer.records import EventBatch
+from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS
 
 
@@ -27,7 +28,7 @@ def test_padding_repeats_last_row_and_nulls_become_empty_strings() -> None:
 
 def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
-    model = load_model(demo_model, None, "serving_default", "score", fields)
+    model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
     columns, _ = synth_payments(37, np.random.default_rng(3))
     events = EventBatch(columns, np.zeros(37, np.int32), np.arange(37, dtype=np.int64), [None] * 37)
     padded = score(model, events, (64,))

@@ -1,0 +1,143 @@
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from streamer.errors import Fatal
+from streamer.model import TRANSFORM_SIGNATURE, export_package, load_model
+from streamer.preprocess import (
+    Categorical,
+    FeatureSpec,
+    Preprocessor,
+    analyze,
+    batches_of,
+    raw_tensors,
+    training_dataset,
+)
+from streamer.settings import ModelSettings
+
+FIELDS = {"amount": "double", "country": "string", "ts": "long", "present": "boolean", "n": "int"}
+
+
+def spec_of(*features: dict) -> FeatureSpec:  # type: ignore[type-arg]
+    return FeatureSpec.from_dict({"features": list(features)})
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"name": "amount", "kind": "numeric", "clip": [5, 1]}, "feature 'amount': clip min 5.0 > max 1.0"),
+        ({"name": "amount", "kind": "numeric", "log1p": True, "clip": [-1, 1]}, "feature 'amount': log1p needs"),
+        ({"name": "country", "kind": "categorical"}, "feature 'country': set exactly one of top_k"),
+        ({"name": "country", "kind": "categorical", "top_k": 0}, "feature 'country': top_k: Input should be"),
+        ({"name": "x", "kind": "colour"}, "feature 'x': Input tag 'colour'"),
+        ({"name": "amount", "kind": "numeric", "scale": 2}, "feature 'amount': scale: Extra inputs"),
+    ],
+)
+def test_validation_names_the_feature_and_the_problem(feature: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(Fatal) as caught:
+        spec_of(feature)
+    assert message in str(caught.value)
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(Fatal, match=r"repeated: \['a'\]"):
+        spec_of({"name": "a", "kind": "flag"}, {"name": "a", "kind": "flag"})
+
+
+def test_raw_columns_are_typed_from_the_schema_and_checked() -> None:
+    spec = spec_of(
+        {"name": "amount", "kind": "numeric"},
+        {"name": "hour", "source": "ts", "kind": "timestamp", "part": "hour"},
+        {"name": "card_count", "kind": "entity"},
+    )
+    assert spec.raw_columns(FIELDS) == {"amount": tf.float64, "ts": tf.int64, "card_count": tf.float32}
+    with pytest.raises(Fatal, match="feature 'country': field 'country' is string, not numeric"):
+        spec_of({"name": "country", "kind": "numeric"}).raw_columns(FIELDS)
+    with pytest.raises(Fatal, match="input schema has no field 'nope'"):
+        spec_of({"name": "nope", "kind": "flag"}).raw_columns(FIELDS)
+
+
+def test_analyze_constants_over_several_batches() -> None:
+    spec = spec_of(
+        {"name": "amount", "kind": "numeric", "log1p": True, "clip": [0, 1000]},
+        {"name": "bucket", "source": "amount", "kind": "numeric", "bucketize": 4},
+        {"name": "country", "kind": "categorical", "top_k": 2},
+    )
+    amount = np.arange(1, 1001, dtype=np.float64)
+    country = np.array(["DE"] * 500 + ["FR"] * 300 + ["NL"] * 150 + ["SE"] * 50, dtype=object)
+    analysis = analyze(spec, batches_of({"amount": amount, "country": country}, 128))
+    mean, std = analysis.moments["amount"]
+    expected = np.log1p(amount).astype(np.float32)
+    assert mean == pytest.approx(expected.mean(), rel=1e-5)
+    assert std == pytest.approx(expected.std(), rel=1e-4)
+    np.testing.assert_allclose(analysis.boundaries["bucket"], [250.75, 500.5, 750.25])
+    assert analysis.vocabularies["country"] == ["DE", "FR"]
+    assert analysis.baseline["features"]["country"]["counts"] == [500, 300, 150, 50, 0]
+    assert sum(analysis.baseline["features"]["amount"]["counts"]) == 1000
+
+
+def test_unseen_category_lands_in_an_oov_bucket(tmp_path: Path) -> None:
+    spec = spec_of({"name": "country", "kind": "categorical", "top_k": 3, "oov_buckets": 2, "encoding": "index"})
+    train = {"country": np.array(["DE", "DE", "FR", "NL", "NL", "NL"], dtype=object)}
+    pre = Preprocessor(spec, analyze(spec, [train]), tmp_path)
+    ids = pre({"country": tf.constant(["NL", "DE", "FR", "ZZ", "XX", ""])})["country"].numpy().ravel()
+    assert ids[:3].tolist() == [0, 1, 2]  # by frequency
+    assert all(3 <= i < 5 for i in ids[3:])  # unseen: one of the 2 OOV buckets, no error
+    onehot = Categorical(name="country", kind="categorical", top_k=3, oov_buckets=2)
+    assert Preprocessor(spec_of(onehot.model_dump()), analyze(spec, [train]), tmp_path).width(onehot) == 5
+
+
+def test_weekday_and_hour_of_a_known_time(tmp_path: Path) -> None:
+    spec = spec_of(
+        {"name": "wd", "source": "ts", "kind": "timestamp", "part": "weekday"},
+        {"name": "h", "source": "ts", "kind": "timestamp", "part": "hour"},
+    )
+    pre = Preprocessor(spec, analyze(spec, []), tmp_path)
+    monday_6h = 4 * 86_400_000 + 6 * 3_600_000  # 1970-01-05 06:00 UTC was a Monday
+    out = pre({"ts": tf.constant([monday_6h], tf.int64)})
+    np.testing.assert_allclose(out["wd"].numpy(), [[0.0, 1.0]], atol=1e-6)  # angle 0
+    np.testing.assert_allclose(out["h"].numpy(), [[1.0, 0.0]], atol=1e-6)  # quarter turn
+
+
+def test_training_path_and_exported_signature_agree(tmp_path: Path) -> None:
+    """Train/serve parity: tf.data + preprocessing + network against the SavedModel signature."""
+    spec = spec_of(
+        {"name": "amount", "kind": "numeric", "log1p": True, "clip": [0, 1e6]},
+        {"name": "amount_b", "source": "amount", "kind": "numeric", "bucketize": 5},
+        {"name": "country", "kind": "categorical", "top_k": 3},
+        {"name": "n", "kind": "numeric", "clip": [0, 100]},
+        {"name": "present", "kind": "flag"},
+        {"name": "hour", "source": "ts", "kind": "timestamp", "part": "hour"},
+    )
+    rng = np.random.default_rng(0)
+    n = 300
+    columns = {
+        "amount": rng.exponential(50, n),
+        "country": rng.choice(np.array(["DE", "FR", "NL", "SE", "PL"], dtype=object), n),
+        "n": rng.integers(0, 200, n).astype(np.int32),
+        "present": rng.random(n) < 0.5,
+        "ts": rng.integers(0, 10**12, n).astype(np.int64),
+    }
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    raw = spec.raw_columns(FIELDS)
+    pre = Preprocessor(spec, analyze(spec, batches_of(columns, 100)), tmp_path / "vocab")
+    width = sum(pre.width(f) for f in spec.features)
+    network = keras.Sequential([keras.Input((width,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1, "sigmoid")])
+    network.compile("adam", "binary_crossentropy")
+    network.fit(training_dataset(pre, raw, columns, labels, batch_size=64), epochs=1, verbose=0, shuffle=False)
+
+    features, _ = next(iter(training_dataset(pre, raw, columns, labels, batch_size=n, shuffle_seed=None)))
+    training_scores = tf.function(lambda x: network(x, training=False))(features).numpy().ravel()
+    export_package(tmp_path / "m", 1, pre, network, raw)
+    model = load_model(ModelSettings(path=tmp_path / "m"), FIELDS)
+    loaded = model.module.signatures[TRANSFORM_SIGNATURE]  # type: ignore[attr-defined]
+    served = loaded(**raw_tensors(columns, raw))
+    # The preprocessing is the same graph on both sides: bit for bit the same features.
+    np.testing.assert_array_equal(tf.concat([served[f.name] for f in spec.features], 1).numpy(), features.numpy())
+    # Run as a graph, as Keras does in fit/predict: eager kernels are not fused like the
+    # serving graph's, and would differ in the last float32 bit.
+    serving_scores = model.signature(**raw_tensors(columns, raw))["score"].numpy()
+    np.testing.assert_array_equal(serving_scores, training_scores)
