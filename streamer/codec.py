@@ -144,7 +144,7 @@ def scored_rows(scored: ScoredBatch, key_field: str, entity_field: str, time_fie
             "model_name": scored.model_name,
             "model_version": scored.model_version,
             "scored_at": scored.scored_at_ms,
-            "features_degraded": False,
+            "features_degraded": scored.features_degraded,
             "source_partition": partition,
             "source_offset": offset,
         }

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamer.codec import AvroCodec
+from streamer.features import replay_aggregates
 from streamer.kafka.admin import create_topics
 from streamer.model import export_package
 from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
@@ -106,6 +107,7 @@ def train_demo_model(
     spec = FeatureSpec.load(spec_path)
     raw_columns = spec.raw_columns(AvroCodec(schema_path).field_types)
     columns, labels = synth_payments(events, np.random.default_rng(seed))
+    columns |= replay_aggregates(spec.entity_features(), columns, "event_time")
     train = {name: column[: events * 9 // 10] for name, column in columns.items()}
     holdout = {name: column[events * 9 // 10 :] for name, column in columns.items()}
     analysis = analyze(spec, batches_of(train, 8192))

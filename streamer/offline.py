@@ -14,6 +14,8 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.codec import AvroCodec, scored_rows
+from streamer.features import FeatureStore
+from streamer.metrics import Metrics
 from streamer.model import load_model
 from streamer.records import EventBatch, now_ms
 from streamer.settings import Settings
@@ -26,6 +28,9 @@ def score_file(settings: Settings, source: Path, target: Path) -> int:
     scored_codec = AvroCodec(settings.schemas.scored)
     model_settings = settings.model
     model = load_model(model_settings, input_codec.field_types)
+    features = FeatureStore(settings.features, model.spec, Metrics.create(), model_settings.time_field, offline=True)
+    features.check_schema(input_codec.field_types)
+    features.start()
     batching = settings.batching
     position = 0
 
@@ -37,8 +42,9 @@ def score_file(settings: Settings, source: Path, target: Path) -> int:
                 columns, np.full(n, -1, np.int32), np.arange(position, position + n, dtype=np.int64), [None] * n
             )
             position += n
+            enrichment = features.enrich(events, update=False)
             scored = pipeline.score_batch(
-                model, events, batching.allowed_batch_sizes, model_settings.alert_threshold, now_ms()
+                model, events, batching.allowed_batch_sizes, model_settings.alert_threshold, now_ms(), enrichment
             )
             yield from scored_rows(
                 scored, model_settings.key_field, model_settings.entity_field, model_settings.time_field

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from streamer.features import Enrichment
 from streamer.model import LoadedModel
 from streamer.records import Columns, EventBatch, ScoredBatch
 
@@ -42,6 +43,10 @@ def score_batch(
     allowed_sizes: tuple[int, ...],
     alert_threshold: float,
     now_ms: int,
+    enrichment: Enrichment | None = None,
 ) -> ScoredBatch:
-    scores = score(model, events, allowed_sizes)
-    return ScoredBatch(events, scores, scores >= alert_threshold, model.name, model.version, now_ms)
+    """Score `events`, with the entity feature columns of `enrichment` added to their own."""
+    inputs = events.with_columns(enrichment.columns) if enrichment else events
+    scores = score(model, inputs, allowed_sizes)
+    degraded = enrichment.degraded if enrichment else False
+    return ScoredBatch(events, scores, scores >= alert_threshold, model.name, model.version, now_ms, degraded)

@@ -97,12 +97,39 @@ class Flag(_Feature):
     kind: Literal["flag"]
 
 
+AggregateOp = Literal["count", "sum", "mean", "max", "since_last"]
+
+
 class Entity(_Feature):
-    """A per-entity value read from the feature cache at scoring time (see streamer.features)."""
+    """A per-entity value from Redis at scoring time (see streamer.features): either `stored` by
+    another system (a hash field), or an `aggregate` the worker maintains over the entity's events.
+    The model sees the value as it was *before* the event being scored."""
 
     kind: Literal["entity"]
+    entity: str = Field(description="Input field holding the entity id, e.g. card_id.")
     default: float = Field(0.0, description="Used when the cache has no value or is unreachable.")
     standardize: bool = Field(True, description="(x - mean) / std with training constants.")
+    key: str | None = Field(None, description="stored: Redis hash key template, e.g. 'profile:card:{id}'.")
+    field: str | None = Field(None, description="stored: the hash field; defaults to the feature name.")
+    aggregate: AggregateOp | None = Field(None, description="An aggregate the worker maintains.")
+    of: str | None = Field(None, description="aggregate: the numeric input field summed / averaged / maxed.")
+    half_life_s: float | None = Field(
+        None, gt=0, description="aggregate: exponential decay (a soft window); unset = all time."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Entity:
+        if self.source is not None:
+            raise ValueError("entity features take no source; set `entity` (the id field) instead")
+        if (self.key is None) == (self.aggregate is None):
+            raise ValueError("set exactly one of key (a stored value) or aggregate (maintained here)")
+        if self.key is not None and "{id}" not in self.key:
+            raise ValueError("key must contain {id}, where the entity id goes")
+        if self.aggregate in ("sum", "mean", "max") and self.of is None:
+            raise ValueError(f"aggregate {self.aggregate} needs `of`: the input field it aggregates")
+        if self.aggregate in ("max", "since_last") and self.half_life_s is not None:
+            raise ValueError(f"aggregate {self.aggregate} does not decay; remove half_life_s")
+        return self
 
 
 Feature = Annotated[Numeric | Categorical | Timestamp | Flag | Entity, Field(discriminator="kind")]

@@ -41,6 +41,9 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.offsets)
 
+    def with_columns(self, extra: Columns) -> EventBatch:
+        return EventBatch({**self.columns, **extra}, self.partitions, self.offsets, self.keys) if extra else self
+
     def take(self, rows: np.ndarray | slice) -> EventBatch:
         """Rows by slice, boolean mask or index array."""
         if isinstance(rows, slice):
@@ -90,3 +93,4 @@ class ScoredBatch:
     model_name: str
     model_version: int
     scored_at_ms: int
+    features_degraded: bool = False

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from streamer.errors import Fatal
 
@@ -96,6 +96,28 @@ class DeliverySettings(Section):
     flush_timeout_s: float = Field(30.0, gt=0, description="Upper bound on waiting for producer acknowledgements.")
 
 
+class RedisTlsSettings(Section):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the server certificate.")
+    cert_file: Path | None = Field(None, description="Client certificate, for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client private key, for mutual TLS.")
+
+
+class FeatureStoreSettings(Section):
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS) address.")
+    username: str | None = Field(None, description="ACL user for AUTH.")
+    password: SecretStr | None = Field(None, description="AUTH password; prefer STREAMER_FEATURES__PASSWORD.")
+    tls: RedisTlsSettings | None = Field(None, description="TLS files; the url must be rediss://.")
+    cluster: bool = Field(False, description="Redis Cluster: one script call per hash slot, pipelined.")
+    key_prefix: str = Field("streamer", description="Prefix of every key the worker writes.")
+    ttl_s: float = Field(7 * 86400, ge=0, description="Expiry of aggregate keys after their last update; 0 = never.")
+    timeout_ms: float = Field(100, gt=0, description="Socket timeout of one Redis call.")
+    max_stall_ms: float = Field(
+        250, gt=0, description="Upper bound a batch waits on Redis, retries included, before using defaults."
+    )
+    retries: int = Field(2, ge=0, description="Retries of a failed round trip within max_stall_ms.")
+    breaker_open_s: float = Field(5, gt=0, description="After retries fail, skip Redis this long, then probe.")
+
+
 class Settings(Section):
     worker_id: str = Field(
         default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
@@ -107,6 +129,7 @@ class Settings(Section):
     batching: BatchingSettings = BatchingSettings()
     model: ModelSettings
     delivery: DeliverySettings = DeliverySettings()
+    features: FeatureStoreSettings = FeatureStoreSettings()
 
     def consumer_config(self) -> dict[str, Any]:
         """Defaults, then the passthrough: users can override every librdkafka property."""

@@ -20,9 +20,11 @@ from streamer import pipeline
 from streamer.batcher import MicroBatcher
 from streamer.codec import AvroCodec, dead_letter_row, scored_rows
 from streamer.errors import Retriable
+from streamer.features import FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
 from streamer.kafka.producer import Headers, KafkaSink
+from streamer.metrics import Metrics
 from streamer.model import LoadedModel, load_model
 from streamer.records import DeadLetter, EventBatch, now_ms
 from streamer.settings import Settings
@@ -32,18 +34,35 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.1
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunStats:
-    consumed: int = 0
-    scored: int = 0
-    alerts: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
+    consumed: int
+    scored: int
+    alerts: int
+    dead_lettered: int
+    batches: int
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> RunStats:
+        """Read back from the metrics: the counters are the one record of what happened."""
+
+        def total(name: str) -> int:
+            samples = (sample for family in metrics.registry.collect() for sample in family.samples)
+            return int(sum(sample.value for sample in samples if sample.name == f"{name}_total"))
+
+        return cls(
+            consumed=total("streamer_events_consumed"),
+            scored=total("streamer_events_scored"),
+            alerts=total("streamer_alerts"),
+            dead_lettered=total("streamer_events_dead_lettered"),
+            batches=total("streamer_batches"),
+        )
 
 
 class Worker:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock
         self.input_codec = AvroCodec(settings.schemas.input)
         self.scored_codec = AvroCodec(settings.schemas.scored)
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
@@ -55,13 +74,20 @@ class Worker:
         self.checkpoint = Checkpoint(
             self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock
         )
-        self.stats = RunStats()
+        self.metrics = Metrics.create()
         self.model: LoadedModel | None = None
+        self.features: FeatureStore | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
         """Everything that can refuse to start does so here, before the group sees this member."""
         self.model = load_model(self.settings.model, self.input_codec.field_types)
+        self.metrics.model_info.labels(self.model.name, str(self.model.version), "cpu").set(1)
+        self.features = FeatureStore(
+            self.settings.features, self.model.spec, self.metrics, self.settings.model.time_field, self.clock
+        )
+        self.features.check_schema(self.input_codec.field_types)
+        self.features.start()
         started = time.monotonic()
         sizes = self.settings.batching.allowed_batch_sizes
         self.model.warm_up(sizes)
@@ -88,7 +114,8 @@ class Worker:
             self.start()
             while not self._stop.is_set():
                 self._step()
-                done = self.stats.scored + self.stats.dead_lettered
+                stats = self.stats
+                done = stats.scored + stats.dead_lettered
                 if (max_events is not None and done >= max_events) or (
                     deadline is not None and time.monotonic() >= deadline
                 ):
@@ -102,14 +129,20 @@ class Worker:
             log.info("stopped: %s", self.stats)
         return self.stats
 
+    @property
+    def stats(self) -> RunStats:
+        return RunStats.of(self.metrics)
+
     def _step(self) -> None:
         wait = self.batcher.wait_s()
         # librdkafka's consume() returns when it has `room` messages or the timeout passes; while
         # idle, ask for one, so the first event starts its batch's clock the moment it arrives.
-        raw = self.source.poll(1, IDLE_POLL_S) if wait is None else self.source.poll(self.batcher.room(), wait)
+        with self.metrics.time_stage("poll"):
+            raw = self.source.poll(1, IDLE_POLL_S) if wait is None else self.source.poll(self.batcher.room(), wait)
         if len(raw):
-            self.stats.consumed += len(raw)
-            events, dead = self.input_codec.decode(raw)
+            self.metrics.events_consumed.inc(len(raw))
+            with self.metrics.time_stage("decode"):
+                events, dead = self.input_codec.decode(raw)
             self._dead_letter(dead)
             self.batcher.add(events)
         while len(self.batcher) and self.batcher.ready():
@@ -119,25 +152,37 @@ class Worker:
             self._commit()
 
     def _score(self, events: EventBatch) -> None:
-        assert self.model is not None
-        settings = self.settings
-        scored = pipeline.score_batch(
-            self.model,
-            events,
-            settings.batching.allowed_batch_sizes,
-            settings.model.alert_threshold,
-            now_ms(),
-        )
-        rows = scored_rows(scored, settings.model.key_field, settings.model.entity_field, settings.model.time_field)
-        alerts_topic = settings.topics.alerts
-        for key, value, alert in zip(events.keys, self.scored_codec.encode(rows), scored.alerts.tolist(), strict=True):
-            self.sink.produce(settings.topics.scored, key, value)
-            if alert and alerts_topic:
-                self.sink.produce(alerts_topic, key, value)
+        assert self.model is not None and self.features is not None
+        settings, metrics = self.settings, self.metrics
+        with metrics.time_stage("features"):
+            enrichment = self.features.enrich(events)
+        with metrics.time_stage("infer"):
+            scored = pipeline.score_batch(
+                self.model,
+                events,
+                settings.batching.allowed_batch_sizes,
+                settings.model.alert_threshold,
+                now_ms(),
+                enrichment,
+            )
+        with metrics.time_stage("encode"):
+            model = settings.model
+            values = self.scored_codec.encode(
+                scored_rows(scored, model.key_field, model.entity_field, model.time_field)
+            )
+        with metrics.time_stage("produce"):
+            alerts_topic = settings.topics.alerts
+            for key, value, alert in zip(events.keys, values, scored.alerts.tolist(), strict=True):
+                self.sink.produce(settings.topics.scored, key, value)
+                if alert and alerts_topic:
+                    self.sink.produce(alerts_topic, key, value)
         self.checkpoint.mark_processed(events.partitions, events.offsets)
-        self.stats.scored += len(events)
-        self.stats.alerts += int(scored.alerts.sum())
-        self.stats.batches += 1
+        metrics.events_scored.inc(len(events))
+        metrics.alerts.inc(int(scored.alerts.sum()))
+        metrics.batches.inc()
+        metrics.batch_size.observe(len(events))
+        for latency_ms in (scored.scored_at_ms - events.columns[model.time_field]).tolist():
+            metrics.end_to_end_seconds.observe(latency_ms / 1000)
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
@@ -164,11 +209,13 @@ class Worker:
             np.array([d.partition for d in dead], dtype=np.int32),
             np.array([d.offset for d in dead], dtype=np.int64),
         )
-        self.stats.dead_lettered += len(dead)
+        for letter in dead:
+            self.metrics.events_dead_lettered.labels(letter.error_class).inc()
 
     def _commit(self) -> None:
         try:
-            self.checkpoint.commit(self.batcher.lowest_pending_offsets())
+            with self.metrics.time_stage("commit"):
+                self.checkpoint.commit(self.batcher.lowest_pending_offsets())
         except Retriable as exc:
             log.warning("checkpoint deferred: %s", exc)
 

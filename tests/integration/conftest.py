@@ -6,15 +6,18 @@ Every test gets fresh uuid-named topics and group, so tests never see each other
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -26,6 +29,76 @@ from streamer.settings import Settings
 from tests.conftest import SCHEMAS
 
 BROKERS = os.environ.get("STREAMER_TEST_BROKERS", "127.0.0.1:9092")
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, in its own folder; stop/start for outages."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis for one test (outages, exact key counts)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis the worker tests use: STREAMER_TEST_REDIS, or one started for the session."""
+    if "STREAMER_TEST_REDIS" in os.environ:
+        yield os.environ["STREAMER_TEST_REDIS"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +114,7 @@ SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(brokers: str, demo_model: Path) -> SettingsFactory:
+def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> SettingsFactory:
     """Settings with fresh topics (created) and group; keyword sections override the defaults."""
 
     def factory(**sections: dict[str, Any]) -> Settings:
@@ -63,6 +136,7 @@ def make_settings(brokers: str, demo_model: Path) -> SettingsFactory:
             },
             "model": {"path": str(demo_model), "alert_threshold": 0.1},
             "delivery": {"commit_interval_ms": 200},
+            "features": {"url": shared_redis_url, "key_prefix": f"t-{run}"},
         }
         for name, values in sections.items():
             tree[name] = {**tree.get(name, {}), **values}

@@ -3,6 +3,7 @@
 import numpy as np
 
 from streamer.codec import AvroCodec
+from streamer.features import replay_aggregates
 from streamer.model import load_model
 from streamer.pipeline import to_tensors
 from streamer.settings import ModelSettings
@@ -32,7 +33,9 @@ def test_every_event_scored_once_with_offline_equal_scores(make_settings: Settin
 
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
     model = load_model(settings.model, fields)
-    offline = model.signature(**to_tensors(sent.columns, model.inputs, EVENTS))["score"].numpy()
+    # Per card, the worker saw events in production order: the offline twin replays that order.
+    columns = sent.columns | replay_aggregates(model.spec.entity_features(), sent.columns, "event_time")
+    offline = model.signature(**to_tensors(columns, model.inputs, EVENTS))["score"].numpy()
     offline_by_id = dict(zip(sent.columns["event_id"], offline.astype(np.float64), strict=True))
     streamed = np.array([row["score"] for row in scored])
     expected = np.array([offline_by_id[i] for i in ids])
@@ -49,7 +52,8 @@ def test_alert_topic_holds_exactly_the_events_over_threshold(make_settings: Sett
     model = load_model(
         ModelSettings(path=probe.model.path, score_output="score"), AvroCodec(probe.schemas.input).field_types
     )
-    offline = model.signature(**to_tensors(sent.columns, model.inputs, 2000))["score"].numpy()
+    columns = sent.columns | replay_aggregates(model.spec.entity_features(), sent.columns, "event_time")
+    offline = model.signature(**to_tensors(columns, model.inputs, 2000))["score"].numpy()
     settings = make_settings(model={"alert_threshold": float(np.quantile(offline, 0.9))})
     produce_payments(settings, 2000, seed=1)
     Worker(settings).run(max_events=2000, timeout_s=120)

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from streamer.codec import AvroCodec
 from streamer.demo import synth_payments
+from streamer.features import replay_aggregates
 from streamer.model import load_model
 from streamer.pipeline import padded_size, score, to_tensors
 from streamer.records import EventBatch
@@ -30,6 +31,7 @@ def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
     model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
     columns, _ = synth_payments(37, np.random.default_rng(3))
+    columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
     events = EventBatch(columns, np.zeros(37, np.int32), np.arange(37, dtype=np.int64), [None] * 37)
     padded = score(model, events, (64,))
     direct = model.signature(**to_tensors(columns, model.inputs, 37))["score"].numpy()

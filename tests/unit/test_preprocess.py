@@ -51,7 +51,7 @@ def test_raw_columns_are_typed_from_the_schema_and_checked() -> None:
     spec = spec_of(
         {"name": "amount", "kind": "numeric"},
         {"name": "hour", "source": "ts", "kind": "timestamp", "part": "hour"},
-        {"name": "card_count", "kind": "entity"},
+        {"name": "card_count", "kind": "entity", "entity": "card_id", "aggregate": "count"},
     )
     assert spec.raw_columns(FIELDS) == {"amount": tf.float64, "ts": tf.int64, "card_count": tf.float32}
     with pytest.raises(Fatal, match="feature 'country': field 'country' is string, not numeric"):

@@ -1,0 +1,101 @@
+"""Every Prometheus object of the worker, declared in one place, on a registry passed in.
+
+Names follow Prometheus practice: `streamer_` prefix, base units, `_total` for counters,
+`_seconds` for durations, and no per-entity labels (partition is the finest label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.context_managers import Timer
+
+STAGES = ("poll", "decode", "features", "infer", "encode", "produce", "commit")
+BATCH_SIZE_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events_consumed: Counter
+    events_scored: Counter
+    events_dead_lettered: Counter
+    alerts: Counter
+    batches: Counter
+    batch_size: Histogram
+    stage_seconds: Histogram
+    end_to_end_seconds: Histogram
+    consumer_lag: Gauge
+    cache_hits: Counter
+    cache_misses: Counter
+    features_degraded: Counter
+    feature_updates_skipped: Counter
+    feature_breaker_open: Gauge
+    retries: Counter
+    model_info: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        """A fresh registry by default, so two workers in one process (tests) never collide."""
+        r = CollectorRegistry() if registry is None else registry
+        return cls(
+            registry=r,
+            events_consumed=Counter("streamer_events_consumed", "Input records polled.", registry=r),
+            events_scored=Counter("streamer_events_scored", "Events scored and produced.", registry=r),
+            events_dead_lettered=Counter(
+                "streamer_events_dead_lettered", "Records sent to the DLQ.", ["error_class"], registry=r
+            ),
+            alerts=Counter("streamer_alerts", "Scored events at or over the alert threshold.", registry=r),
+            batches=Counter("streamer_batches", "Micro-batches scored.", registry=r),
+            batch_size=Histogram(
+                "streamer_batch_size",
+                "Events per micro-batch (before padding).",
+                buckets=BATCH_SIZE_BUCKETS,
+                registry=r,
+            ),
+            stage_seconds=Histogram(
+                "streamer_stage_seconds",
+                "Time per batch in each stage.",
+                ["stage"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            end_to_end_seconds=Histogram(
+                "streamer_end_to_end_seconds",
+                "Event time to scored-output production.",
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            consumer_lag=Gauge(
+                "streamer_consumer_lag",
+                "Messages behind the high watermark, per assigned partition.",
+                ["topic", "partition"],
+                registry=r,
+            ),
+            cache_hits=Counter("streamer_feature_cache_hits", "Entity feature values found in Redis.", registry=r),
+            cache_misses=Counter(
+                "streamer_feature_cache_misses", "Entity feature values absent: defaults used.", registry=r
+            ),
+            features_degraded=Counter(
+                "streamer_features_degraded_events", "Events scored with default features (Redis down).", registry=r
+            ),
+            feature_updates_skipped=Counter(
+                "streamer_feature_updates_skipped", "Aggregate updates not applied while Redis was down.", registry=r
+            ),
+            feature_breaker_open=Gauge(
+                "streamer_feature_breaker_open", "1 while the Redis circuit breaker is open.", registry=r
+            ),
+            retries=Counter("streamer_retries", "Retries of transient I/O failures.", ["operation"], registry=r),
+            model_info=Gauge(
+                "streamer_model_info",
+                "The model version serving (value 1).",
+                ["name", "version", "device"],
+                registry=r,
+            ),
+        )
+
+    def time_stage(self, stage: str) -> Timer:
+        """`with metrics.time_stage("infer"): ...` observes the block's duration."""
+        return self.stage_seconds.labels(stage).time()
