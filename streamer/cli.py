@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from streamer.errors import Fatal
+from streamer.logs import configure_logging
 from streamer.settings import load_settings
 
 log = logging.getLogger("streamer")
@@ -55,11 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("STREAMER_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return _dispatch(args)

@@ -144,12 +144,12 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         if self.opened_at is not None:
-            log.info("redis circuit breaker closed: Redis answers again")
+            log.info("redis circuit breaker closed: Redis answers again", extra={"event": "breaker_closed"})
         self.opened_at = None
 
     def failed(self) -> None:
         if self.opened_at is None:
-            log.warning("redis circuit breaker opened: scoring with default features")
+            log.warning("redis circuit breaker opened: scoring with default features", extra={"event": "breaker_open"})
         self.opened_at = self.clock()
 
 

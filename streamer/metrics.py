@@ -6,9 +6,14 @@ Names follow Prometheus practice: `streamer_` prefix, base units, `_total` for c
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.context_managers import Timer
 
 STAGES = ("poll", "decode", "features", "infer", "encode", "produce", "commit")
@@ -99,3 +104,48 @@ class Metrics:
     def time_stage(self, stage: str) -> Timer:
         """`with metrics.time_stage("infer"): ...` observes the block's duration."""
         return self.stage_seconds.labels(stage).time()
+
+
+Readiness = Callable[[], tuple[bool, str]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes every few seconds are not events of note."""
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class HealthServer:
+    """`/metrics` (Prometheus), `/healthz` (the process answers) and `/readyz` (partitions
+    assigned, model warm, producer healthy) on one port, served from a daemon thread."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int, readiness: Readiness) -> None:
+        self.readiness = readiness
+        self._metrics_app = make_wsgi_app(metrics.registry)
+        self._server = make_server(host, port, self._app, _ThreadingServer, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            ready, reason = self.readiness()
+            start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [f"{reason}\n".encode()]
+        return self._metrics_app(environ, start_response)

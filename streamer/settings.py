@@ -118,6 +118,12 @@ class FeatureStoreSettings(Section):
     breaker_open_s: float = Field(5, gt=0, description="After retries fail, skip Redis this long, then probe.")
 
 
+class MetricsSettings(Section):
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a container.")
+    port: int = Field(9400, ge=0, le=65535, description="Port of the three endpoints; 0 picks a free one.")
+
+
 class Settings(Section):
     worker_id: str = Field(
         default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
@@ -130,6 +136,7 @@ class Settings(Section):
     model: ModelSettings
     delivery: DeliverySettings = DeliverySettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     def consumer_config(self) -> dict[str, Any]:
         """Defaults, then the passthrough: users can override every librdkafka property."""
@@ -140,6 +147,7 @@ class Settings(Section):
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 5,
+            "statistics.interval.ms": 1000,  # consumer lag per partition comes from these
         }
         return {**defaults, **self.kafka.common, **self.kafka.consumer}
 

@@ -24,7 +24,7 @@ from streamer.features import FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
 from streamer.kafka.producer import Headers, KafkaSink
-from streamer.metrics import Metrics
+from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_model
 from streamer.records import DeadLetter, EventBatch, now_ms
 from streamer.settings import Settings
@@ -68,15 +68,20 @@ class Worker:
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
-        self.source = KafkaSource(settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost)
+        self.metrics = Metrics.create()
+        self.source = KafkaSource(
+            settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost, self.metrics
+        )
         self.sink = KafkaSink(settings.producer_config())
         delivery = settings.delivery
         self.checkpoint = Checkpoint(
             self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock
         )
-        self.metrics = Metrics.create()
         self.model: LoadedModel | None = None
         self.features: FeatureStore | None = None
+        self.health: HealthServer | None = None
+        self._warm = False
+        self._completed = 0  # events scored or dead-lettered: bounds `run(max_events=…)` cheaply
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -91,14 +96,27 @@ class Worker:
         started = time.monotonic()
         sizes = self.settings.batching.allowed_batch_sizes
         self.model.warm_up(sizes)
+        elapsed = time.monotonic() - started
         log.info(
             "model %s v%d warm on sizes %s in %.2f s",
             self.model.name,
             self.model.version,
             sizes,
-            time.monotonic() - started,
+            elapsed,
+            extra={"event": "model_ready", "model": self.model.name, "version": self.model.version},
         )
+        self._warm = True
         self.source.start()
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready = model warm, partitions assigned, producer without a fatal error."""
+        if not self._warm:
+            return False, "model loading"
+        if not self.source.assigned:
+            return False, "no partitions assigned"
+        if not self.sink.healthy:
+            return False, "producer failed"
+        return True, f"ready: partitions {sorted(self.source.assigned)}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -110,13 +128,17 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous_handlers[signum] = signal.signal(signum, lambda *_: self.stop())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        served = self.settings.metrics
+        if served.enabled:
+            self.health = HealthServer(self.metrics, served.host, served.port, self.readiness)
+            self.health.start()
+            log.info("serving /metrics, /healthz, /readyz on %s:%d", served.host, self.health.port)
+        log.info("starting worker %s", self.settings.worker_id, extra={"event": "start"})
         try:
             self.start()
             while not self._stop.is_set():
                 self._step()
-                stats = self.stats
-                done = stats.scored + stats.dead_lettered
-                if (max_events is not None and done >= max_events) or (
+                if (max_events is not None and self._completed >= max_events) or (
                     deadline is not None and time.monotonic() >= deadline
                 ):
                     break
@@ -124,10 +146,13 @@ class Worker:
         finally:
             self.source.close()
             self.sink.close(self.settings.delivery.flush_timeout_s)
+            if self.health is not None:
+                self.health.stop()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            log.info("stopped: %s", self.stats)
-        return self.stats
+            stats = self.stats
+            log.info("stopped: %s", stats, extra={"event": "shutdown", **vars(stats)})
+        return stats
 
     @property
     def stats(self) -> RunStats:
@@ -177,6 +202,7 @@ class Worker:
                 if alert and alerts_topic:
                     self.sink.produce(alerts_topic, key, value)
         self.checkpoint.mark_processed(events.partitions, events.offsets)
+        self._completed += len(events)
         metrics.events_scored.inc(len(events))
         metrics.alerts.inc(int(scored.alerts.sum()))
         metrics.batches.inc()
@@ -196,6 +222,12 @@ class Worker:
                 letter.offset,
                 letter.error_class,
                 letter.error_message,
+                extra={
+                    "event": "dead_letter",
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "error_class": letter.error_class,
+                },
             )
             headers: Headers = [
                 ("streamer.error.class", letter.error_class.encode()),
@@ -209,6 +241,7 @@ class Worker:
             np.array([d.partition for d in dead], dtype=np.int32),
             np.array([d.offset for d in dead], dtype=np.int64),
         )
+        self._completed += len(dead)
         for letter in dead:
             self.metrics.events_dead_lettered.labels(letter.error_class).inc()
 

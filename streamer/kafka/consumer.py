@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +12,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamer.errors import Fatal
+from streamer.metrics import Metrics
 from streamer.records import RawBatch
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,10 @@ class KafkaSource:
         topic: str,
         on_revoke: PartitionsCallback,
         on_lost: PartitionsCallback,
+        metrics: Metrics,
     ) -> None:
         self.config = config
+        self.metrics = metrics
         self.topic = topic
         self.on_revoke = on_revoke
         self.on_lost = on_lost
@@ -42,7 +47,9 @@ class KafkaSource:
 
     def start(self, timeout_s: float = 10.0) -> None:
         try:
-            self._consumer = Consumer({**self.config, "error_cb": _log_client_error, "logger": log})
+            self._consumer = Consumer(
+                {**self.config, "error_cb": _log_client_error, "stats_cb": self._statistics, "logger": log}
+            )
         except KafkaException as exc:
             raise Fatal(f"kafka consumer config: {exc.args[0].str()}; fix kafka.common / kafka.consumer") from exc
         try:
@@ -58,20 +65,35 @@ class KafkaSource:
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
 
     def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned.update(tp.partition for tp in partitions)
-        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+        assigned = sorted(tp.partition for tp in partitions)
+        self.assigned.update(assigned)
+        log.info("assigned partitions %s", assigned, extra={"event": "assign", "partitions": assigned})
 
     def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [tp.partition for tp in partitions]
-        log.info("revoking partitions %s", sorted(revoked))
+        log.info("revoking partitions %s", sorted(revoked), extra={"event": "revoke", "partitions": sorted(revoked)})
         self.on_revoke(revoked)
-        self.assigned.difference_update(revoked)
+        self._release(revoked)
 
     def _lost(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         lost = [tp.partition for tp in partitions]
-        log.warning("lost partitions %s", sorted(lost))
+        log.warning("lost partitions %s", sorted(lost), extra={"event": "lost", "partitions": sorted(lost)})
         self.on_lost(lost)
-        self.assigned.difference_update(lost)
+        self._release(lost)
+
+    def _release(self, partitions: list[int]) -> None:
+        self.assigned.difference_update(partitions)
+        for partition in partitions:
+            with contextlib.suppress(KeyError):  # never reported a lag yet
+                self.metrics.consumer_lag.remove(self.topic, str(partition))
+
+    def _statistics(self, payload: str) -> None:
+        """librdkafka's statistics (every statistics.interval.ms): lag = high watermark minus the
+        committed offset, per partition this member owns; -1 (unknown yet) is skipped."""
+        partitions = json.loads(payload).get("topics", {}).get(self.topic, {}).get("partitions", {})
+        for partition, stats in partitions.items():
+            if partition.isdigit() and int(partition) in self.assigned and stats.get("consumer_lag", -1) >= 0:
+                self.metrics.consumer_lag.labels(self.topic, partition).set(stats["consumer_lag"])
 
     def poll(self, max_messages: int, timeout_s: float) -> RawBatch:
         """Up to `max_messages` messages; rebalance callbacks run inside this call."""

@@ -22,6 +22,7 @@ class KafkaSink:
         self.config = config
         self._producer: Producer | None = None
         self._failures: list[str] = []
+        self._fatal = False
 
     @property
     def producer(self) -> Producer:
@@ -44,8 +45,14 @@ class KafkaSink:
         if error is not None:
             self._failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
 
+    @property
+    def healthy(self) -> bool:
+        """False once librdkafka reported a fatal error: this producer instance cannot recover."""
+        return not self._fatal
+
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
+            self._fatal = True
             self._failures.append(f"fatal producer error: {error.str()}")
         log.warning("kafka producer: %s", error.str())
 

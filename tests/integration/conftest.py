@@ -137,6 +137,7 @@ def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> Sett
             "model": {"path": str(demo_model), "alert_threshold": 0.1},
             "delivery": {"commit_interval_ms": 200},
             "features": {"url": shared_redis_url, "key_prefix": f"t-{run}"},
+            "metrics": {"port": 0},
         }
         for name, values in sections.items():
             tree[name] = {**tree.get(name, {}), **values}
