@@ -10,6 +10,8 @@
 #   STREAMER_STACK_DIR   run folder: data, logs, pids          (default: <repo>/.stack)
 #   STREAMER_KAFKA_CACHE jar cache, reused across runs and clones (default: ~/.cache/streamer)
 #   KAFKA_HEAP           broker heap                            (default: 768m)
+#   KAFKA_SSL_PORT       also listen with TLS on this port; needs KAFKA_SSL_KEYSTORE (PEM: the
+#                        PKCS#8 key and certificate chain) and KAFKA_SSL_CA (PEM)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -82,6 +84,19 @@ min.insync.replicas=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 EOF
+  if [[ -n ${KAFKA_SSL_PORT:-} ]]; then
+    [[ -f ${KAFKA_SSL_KEYSTORE:-} && -f ${KAFKA_SSL_CA:-} ]] ||
+      die "KAFKA_SSL_PORT needs KAFKA_SSL_KEYSTORE and KAFKA_SSL_CA (PEM files)"
+    sed -i "s|^listeners=.*|&,SSL://127.0.0.1:$KAFKA_SSL_PORT|; s|^advertised.listeners=.*|&,SSL://127.0.0.1:$KAFKA_SSL_PORT|;
+      s|^listener.security.protocol.map=.*|&,SSL:SSL|" "$kafka_dir/server.properties"
+    cat >>"$kafka_dir/server.properties" <<EOF
+ssl.keystore.type=PEM
+ssl.keystore.location=$KAFKA_SSL_KEYSTORE
+ssl.truststore.type=PEM
+ssl.truststore.location=$KAFKA_SSL_CA
+ssl.client.auth=none
+EOF
+  fi
 }
 
 kafka_up() {

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,11 +184,11 @@ class Read:
     partition: int
 
 
-def read_topic(brokers: str, topic: str, expected: int, timeout_s: float = 60) -> list[Read]:
-    """Everything on `topic`, waiting until `expected` messages arrived (then a moment for extras)."""
-    consumer = Consumer(
-        {"bootstrap.servers": brokers, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
-    )
+def read_topic(connection: str | Mapping[str, Any], topic: str, expected: int, timeout_s: float = 60) -> list[Read]:
+    """Everything on `topic`, waiting until `expected` messages arrived (then a moment for extras).
+    `connection`: a bootstrap address, or librdkafka properties (TLS, SASL)."""
+    common = {"bootstrap.servers": connection} if isinstance(connection, str) else dict(connection)
+    consumer = Consumer({**common, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     found: list[Read] = []
     deadline = time.monotonic() + timeout_s
