@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint stack-up stack-down stack-status clean
+.PHONY: demo test lint stack-up stack-down stack-status clean bench chaos kit-check
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,14 @@ test: $(STAMP) stack-up lint
 
 clean: stack-down
 	rm -rf $(VENV) .stack models
+
+bench: $(STAMP) stack-up models/fraud/1
+	$(BIN)/streamer topics create --config $(CONFIG)
+	$(BIN)/python load/bench_features.py
+	$(BIN)/python load/bench.py --config $(CONFIG)
+
+chaos: $(STAMP) stack-up
+	STREAMER_CHAOS_KILLS=20 $(BIN)/pytest -q tests/integration/test_chaos.py
+
+kit-check: $(STAMP)
+	docker/validate.sh

@@ -57,6 +57,10 @@ class MicroBatcher:
             self._oldest_at = None
         return head
 
+    def clear(self) -> int:
+        """Forget everything pending (a rewind will consume it again); returns how many."""
+        return self.drop_partitions({int(p) for c in self._chunks for p in np.unique(c.partitions)})
+
     def lowest_pending_offsets(self) -> dict[int, int]:
         """Per partition, the first offset not yet scored: commits must not pass it."""
         lowest: dict[int, int] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
+        # Until the worker installs its draining handler, SIGTERM has nothing to drain: exit clean.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         from streamer.worker import Worker
 
         settings = load_settings(args.config)

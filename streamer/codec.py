@@ -1,4 +1,10 @@
-"""Avro ↔ columns, with fastavro, schemaless (the writer schema is known from config).
+"""Avro ↔ columns, with fastavro.
+
+Input values are schemaless Avro (the writer schema is the configured one), or Confluent-framed
+(magic byte 0, a 4-byte schema id, then the body): the id names the writer schema, from a local
+`id → .avsc` map or a Schema Registry, and fastavro resolves it to the reader schema, so
+compatible evolutions (added fields with defaults, promotions) decode and incompatible ones are
+dead-lettered with the reason.
 
 Logical types are stripped from the schema before parsing: the bytes are the same, and
 timestamps stay plain integers (milliseconds) instead of becoming `datetime` objects per event,
@@ -15,10 +21,13 @@ from typing import Any
 
 import fastavro
 import numpy as np
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 
 from streamer.errors import Fatal, PoisonRecord
 from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, ScoredBatch
+from streamer.settings import Settings
 
 _NUMPY_TYPES = {
     "long": np.int64,
@@ -38,17 +47,50 @@ def _without_logical_types(schema: Any) -> Any:
     return schema
 
 
-class AvroCodec:
-    """One record schema: decodes message values into columns and encodes rows into values."""
+def _parse(text: str, origin: object) -> tuple[dict[str, Any], Any]:
+    """(declaration without logical types, parsed schema); a bad schema is `Fatal`."""
+    try:
+        declared = _without_logical_types(json.loads(text))
+        return declared, parse_schema(declared)
+    except Exception as exc:  # json and fastavro raise several types for an invalid schema
+        raise Fatal(f"schema {origin}: not a valid Avro schema ({exc})") from exc
 
-    def __init__(self, path: Path) -> None:
-        try:
-            declared = _without_logical_types(json.loads(Path(path).read_text()))
-            self.schema = parse_schema(declared)
-        except OSError as exc:
-            raise Fatal(f"schema {path}: cannot read ({exc.strerror}); check schemas.* in the config") from exc
-        except Exception as exc:  # fastavro raises several types for an invalid schema
-            raise Fatal(f"schema {path}: not a valid Avro schema ({exc})") from exc
+
+def _read(path: Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise Fatal(f"schema {path}: cannot read ({exc.strerror}); check schemas.* in the config") from exc
+
+
+class WriterSchemas:
+    """Schema id → parsed writer schema: the local map first, then the registry; cached."""
+
+    def __init__(self, local: Mapping[int, Path], registry_url: str | None) -> None:
+        self._parsed = {schema_id: _parse(_read(path), path)[1] for schema_id, path in local.items()}
+        self._registry = SchemaRegistryClient({"url": registry_url}) if registry_url else None
+
+    def get(self, schema_id: int) -> Any:
+        parsed = self._parsed.get(schema_id)
+        if parsed is None:
+            if self._registry is None:
+                raise PoisonRecord(f"unknown writer schema id {schema_id}: add it to schemas.writers")
+            try:
+                text = str(self._registry.get_schema(schema_id).schema_str)
+            except Exception as exc:  # the registry client raises HTTP and connection errors
+                raise PoisonRecord(f"writer schema id {schema_id}: schema registry lookup failed ({exc})") from exc
+            parsed = self._parsed[schema_id] = _parse(text, f"id {schema_id}")[1]
+        return parsed
+
+
+class AvroCodec:
+    """One record schema: decodes message values into columns and encodes rows into values.
+    With `writers`, values are Confluent-framed and read through their writer schema."""
+
+    def __init__(self, path: Path, writers: WriterSchemas | None = None, max_record_bytes: int | None = None) -> None:
+        declared, self.schema = _parse(_read(path), path)
+        self.writers = writers
+        self.max_record_bytes = max_record_bytes
         self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))
         self.field_types: dict[str, Any] = {f["name"]: f["type"] for f in declared["fields"]}
 
@@ -60,8 +102,19 @@ class AvroCodec:
     def decode_one(self, value: bytes | None) -> dict[str, Any]:
         if value is None:
             raise PoisonRecord("message has no value (tombstone)")
+        if self.max_record_bytes is not None and len(value) > self.max_record_bytes:
+            raise PoisonRecord(f"record of {len(value)} bytes exceeds schemas.max_record_bytes={self.max_record_bytes}")
+        writer, start = self.schema, 0
+        if self.writers is not None:
+            if len(value) < 5 or value[0] != 0:
+                raise PoisonRecord("not Confluent-framed (magic byte 0 and a 4-byte schema id expected)")
+            writer, start = self.writers.get(int.from_bytes(value[1:5], "big")), 5
         buffer = io.BytesIO(value)
-        record = schemaless_reader(buffer, self.schema, None)
+        buffer.seek(start)
+        try:
+            record = schemaless_reader(buffer, writer, self.schema if writer is not self.schema else None)
+        except SchemaResolutionError as exc:
+            raise PoisonRecord(f"writer schema cannot be read as {self.name}: {exc}") from exc
         if buffer.tell() != len(value):
             raise PoisonRecord(
                 f"{len(value) - buffer.tell()} bytes left after a {self.name} record: "
@@ -172,3 +225,10 @@ def dead_letter_row(dead: DeadLetter, worker_id: str, failed_at_ms: int) -> dict
         "worker_id": worker_id,
         "failed_at": failed_at_ms,
     }
+
+
+def input_codec(settings: Settings) -> AvroCodec:
+    """The input events' codec as the config describes it (framing, writer schemas, size bound)."""
+    schemas = settings.schemas
+    writers = WriterSchemas(schemas.writers, schemas.registry_url) if schemas.input_framing == "confluent" else None
+    return AvroCodec(schemas.input, writers, schemas.max_record_bytes)

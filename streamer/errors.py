@@ -23,3 +23,7 @@ class Retriable(StreamerError):
 
 class PoisonRecord(StreamerError):
     """One record is malformed or rejected; it is dead-lettered, never retried."""
+
+
+class OutputsLost(Retriable):
+    """Rewind to the last commit: what was produced since is lost, aborted or unconfirmed."""

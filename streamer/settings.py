@@ -54,6 +54,16 @@ class SchemaSettings(Section):
     input: Path = Field(description="Avro schema (.avsc) the input events are written with.")
     scored: Path = Field(description="Avro schema of the scored events.")
     dlq: Path = Field(description="Avro schema of dead-letter records.")
+    input_framing: Literal["schemaless", "confluent"] = Field(
+        "schemaless", description="confluent: magic byte + schema id, read through the writer schema."
+    )
+    writers: dict[int, Path] = Field(
+        default_factory=dict, description="confluent framing: schema id → local .avsc of the writer."
+    )
+    registry_url: str | None = Field(None, description="confluent framing: Schema Registry for unknown ids.")
+    max_record_bytes: int | None = Field(
+        1_048_576, ge=1, description="Larger input records are dead-lettered as oversize."
+    )
 
 
 class BatchingSettings(Section):
@@ -87,8 +97,18 @@ class ModelSettings(Section):
 
 
 class DeliverySettings(Section):
-    mode: Literal["at_least_once"] = Field(
-        "at_least_once", description="Offsets are committed only after outputs are acknowledged."
+    mode: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: commit after outputs are acknowledged; exactly_once: outputs and "
+        "offsets in one Kafka transaction (consumers read with isolation.level=read_committed).",
+    )
+    transactional_id: str | None = Field(
+        None,
+        description="exactly_once: must stay the same across restarts of one member, so a restart fences "
+        "its predecessor and aborts its open transaction; default '<group.id>-<worker_id>'.",
+    )
+    max_in_flight: int = Field(
+        100_000, ge=1, description="Unacknowledged outputs above which input partitions are paused."
     )
     commit_interval_ms: float = Field(
         500.0, gt=0, description="Upper bound on time between checkpoints (flush, then commit)."
@@ -152,19 +172,32 @@ class Settings(Section):
         return {**defaults, **self.kafka.common, **self.kafka.consumer}
 
     def producer_config(self) -> dict[str, Any]:
-        defaults = {"enable.idempotence": True, "acks": "all", "linger.ms": 2}
+        defaults: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 2}
+        if self.delivery.mode == "exactly_once":
+            group = self.consumer_config()["group.id"]
+            defaults |= {
+                "transactional.id": self.delivery.transactional_id or f"{group}-{self.worker_id}",
+                # An abandoned transaction (a member scaled away) blocks read_committed readers of
+                # its partitions until this passes: keep it short.
+                "transaction.timeout.ms": 10_000,
+            }
         return {**defaults, **self.kafka.common, **self.kafka.producer}
 
     def admin_config(self) -> dict[str, Any]:
         return dict(self.kafka.common)
 
 
+TOP_LEVEL_VALUES = {"worker_id"}  # the only keys outside a section: STREAMER_WORKER_ID
+
+
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if len(path) == 1 and path[0] not in TOP_LEVEL_VALUES:
+            continue  # STREAMER_LOG_LEVEL and friends are not config keys
         if path[0] == "kafka" and len(path) == 3:
             path[2] = path[2].replace("_", ".")
         node = tree

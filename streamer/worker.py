@@ -18,8 +18,8 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
-from streamer.codec import AvroCodec, dead_letter_row, scored_rows
-from streamer.errors import Retriable
+from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_rows
+from streamer.errors import OutputsLost, Retriable
 from streamer.features import FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
@@ -63,7 +63,7 @@ class Worker:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
-        self.input_codec = AvroCodec(settings.schemas.input)
+        self.input_codec = input_codec(settings)
         self.scored_codec = AvroCodec(settings.schemas.scored)
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
@@ -81,6 +81,7 @@ class Worker:
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
         self._warm = False
+        self._paused = False
         self._completed = 0  # events scored or dead-lettered: bounds `run(max_events=…)` cheaply
         self._stop = threading.Event()
 
@@ -106,6 +107,7 @@ class Worker:
             extra={"event": "model_ready", "model": self.model.name, "version": self.model.version},
         )
         self._warm = True
+        self.sink.start(self.settings.delivery.flush_timeout_s)
         self.source.start()
 
     def readiness(self) -> tuple[bool, str]:
@@ -173,8 +175,22 @@ class Worker:
         while len(self.batcher) and self.batcher.ready():
             self._score(self.batcher.take())
         self.sink.poll()
+        self._apply_backpressure()
         if self.checkpoint.due():
             self._commit()
+
+    def _apply_backpressure(self) -> None:
+        """Pause input while too many outputs await acknowledgement (a slow or absent broker);
+        polling goes on, so the member keeps its partitions and serves rebalances."""
+        in_flight, limit = self.sink.in_flight(), self.settings.delivery.max_in_flight
+        if not self._paused and in_flight > limit:
+            self.source.pause()
+            self._paused = True
+            log.warning("paused input: %d outputs in flight", in_flight, extra={"event": "pause"})
+        elif self._paused and in_flight <= limit // 2:
+            self.source.resume()
+            self._paused = False
+            log.info("resumed input", extra={"event": "resume"})
 
     def _score(self, events: EventBatch) -> None:
         assert self.model is not None and self.features is not None
@@ -246,11 +262,25 @@ class Worker:
             self.metrics.events_dead_lettered.labels(letter.error_class).inc()
 
     def _commit(self) -> None:
+        if self.sink.transactional:
+            # A transaction must hold no output beyond its offsets: score what is pending first.
+            while len(self.batcher):
+                self._score(self.batcher.take())
         try:
             with self.metrics.time_stage("commit"):
                 self.checkpoint.commit(self.batcher.lowest_pending_offsets())
+        except OutputsLost as exc:
+            log.warning("checkpoint failed, rewinding: %s", exc, extra={"event": "rewind"})
+            self._rewind()
         except Retriable as exc:
             log.warning("checkpoint deferred: %s", exc)
+
+    def _rewind(self) -> None:
+        """Back to the last commit: abort (or replace) the producer, forget pending work, seek."""
+        self.sink.abort(self.settings.delivery.flush_timeout_s)
+        self.batcher.clear()
+        self.checkpoint.clear()
+        self.source.rewind()
 
     def _drain(self) -> None:
         while len(self.batcher):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamer.errors import Fatal
 from streamer.metrics import Metrics
@@ -122,6 +122,29 @@ class KafkaSource:
                 offsets=[TopicPartition(self.topic, p, o) for p, o in next_offsets.items()],
                 asynchronous=False,
             )
+
+    def group_metadata(self) -> object:
+        """The member's group metadata, for `send_offsets_to_transaction` (KIP-447 fencing)."""
+        return self.consumer.consumer_group_metadata()
+
+    def rewind(self) -> None:
+        """Seek every owned partition back to its committed offset (the beginning if none), so
+        what was consumed since the last commit is consumed again."""
+        owned = [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
+        if not owned:
+            return
+        for tp in self.consumer.committed(owned, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(self.topic, tp.partition, offset))
+        log.warning(
+            "rewound partitions %s to their last commit", [tp.partition for tp in owned], extra={"event": "rewind"}
+        )
+
+    def pause(self) -> None:
+        self.consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
+
+    def resume(self) -> None:
+        self.consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicPartition
 
 from streamer.errors import Retriable
 from streamer.kafka.consumer import KafkaSource
@@ -20,11 +20,14 @@ class Checkpoint:
     """Tracks the next offset to commit per partition whose outputs have been produced.
 
     `commit()` runs, in order:
-      1. flush the producer; if any output was not acknowledged, raise and commit nothing;
-      2. commit, synchronously, the next offsets of partitions this member still owns, never
-         past an event still pending in the batcher;
+      1. at least once: flush the producer; if any output was not acknowledged, raise
+         `OutputsLost` and commit nothing. Exactly once: send the offsets to the open
+         transaction and commit it; on failure it is aborted and `OutputsLost` raised;
+      2. at least once: commit, synchronously, the next offsets of partitions this member
+         still owns, never past an event still pending in the batcher;
       3. forget what was committed, and the partitions no longer owned.
-    A failed checkpoint keeps its offsets: the next one tries again, or the group replays them.
+    A failed commit keeps its offsets for the next checkpoint; after `OutputsLost` the worker
+    calls `clear()` and rewinds its consumer to the last committed offsets.
     """
 
     def __init__(
@@ -56,16 +59,23 @@ class Checkpoint:
     def commit(self, pending: dict[int, int]) -> dict[int, int]:
         """`pending`: per partition, the lowest offset still waiting to be scored. A dead letter
         can be done before an earlier event of its partition; the commit stops at that event."""
-        self.sink.flush(self.flush_timeout_s)
         owned = {p: min(o, pending.get(p, o)) for p, o in self._next_offsets.items() if p in self.source.assigned}
-        try:
-            self.source.commit(owned)
-        except KafkaException as exc:
-            raise Retriable(f"commit failed: {exc.args[0].str()}") from exc
+        if self.sink.transactional:
+            offsets = [TopicPartition(self.source.topic, p, o) for p, o in owned.items()]
+            self.sink.commit_transaction(offsets, self.source.group_metadata(), self.flush_timeout_s)
+        else:
+            self.sink.flush(self.flush_timeout_s)
+            try:
+                self.source.commit(owned)
+            except KafkaException as exc:
+                raise Retriable(f"commit failed: {exc.args[0].str()}") from exc
         # Keep what the pending floor held back; drop partitions no longer owned.
         self._next_offsets = {p: o for p, o in self._next_offsets.items() if p in owned and owned[p] < o}
         self._last_commit = self.clock()
         return owned
+
+    def clear(self) -> None:
+        self._next_offsets.clear()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop offsets of partitions lost without a chance to commit: the new owner replays them."""

@@ -29,6 +29,36 @@ from streamer.settings import Settings
 from tests.conftest import SCHEMAS
 
 BROKERS = os.environ.get("STREAMER_TEST_BROKERS", "127.0.0.1:9092")
+STACK_SCRIPT = str(Path(__file__).resolve().parents[2] / "docker" / "local-stack.sh")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateStack:
+    """A broker of the test's own (docker/local-stack.sh on free ports), to restart or reconfigure
+    without disturbing the shared one."""
+
+    def __init__(self, folder: Path, **extra_env: str) -> None:
+        self.env = {
+            **os.environ,
+            "STREAMER_STACK_DIR": str(folder),
+            "KAFKA_PORT": str(free_port()),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "REDIS_PORT": str(free_port()),
+            "KAFKA_HEAP": "512m",
+            **extra_env,
+        }
+        self.brokers = f"127.0.0.1:{self.env['KAFKA_PORT']}"
+
+    def up(self) -> None:
+        subprocess.run([STACK_SCRIPT, "up"], env=self.env, check=True, capture_output=True, timeout=180)
+
+    def down(self) -> None:
+        subprocess.run([STACK_SCRIPT, "down"], env=self.env, check=True, capture_output=True, timeout=120)
 
 
 class RedisServer:
@@ -36,9 +66,7 @@ class RedisServer:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -140,6 +168,8 @@ def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> Sett
             "metrics": {"port": 0},
         }
         for name, values in sections.items():
+            if name == "kafka":  # librdkafka dicts merge one level deeper
+                values = {part: {**tree["kafka"].get(part, {}), **props} for part, props in values.items()}
             tree[name] = {**tree.get(name, {}), **values}
         settings = Settings.model_validate(tree)
         topics = settings.topics

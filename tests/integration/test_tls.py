@@ -4,8 +4,6 @@ A second broker, with an SSL listener, is started by docker/local-stack.sh on fr
 listens with TLS only. The worker then scores events through both.
 """
 
-import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,14 +14,8 @@ import redis
 
 from streamer.codec import AvroCodec
 from streamer.worker import Worker
-from tests.conftest import ROOT, SCHEMAS
-from tests.integration.conftest import SettingsFactory, produce_payments, read_topic
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.conftest import SCHEMAS
+from tests.integration.conftest import PrivateStack, SettingsFactory, free_port, produce_payments, read_topic
 
 
 @pytest.fixture(scope="module")
@@ -76,23 +68,18 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_broker(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {
-        **os.environ,
-        "STREAMER_STACK_DIR": str(tmp_path_factory.mktemp("stack")),
-        "KAFKA_PORT": str(free_port()),
-        "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "REDIS_PORT": str(free_port()),
-        "KAFKA_SSL_PORT": str(free_port()),
-        "KAFKA_SSL_KEYSTORE": str(certs / "keystore.pem"),
-        "KAFKA_SSL_CA": str(certs / "ca.pem"),
-        "KAFKA_HEAP": "512m",
-    }
-    script = str(ROOT / "docker" / "local-stack.sh")
-    subprocess.run([script, "up"], env=env, check=True, capture_output=True, timeout=180)
+    ssl_port = free_port()
+    stack = PrivateStack(
+        tmp_path_factory.mktemp("stack"),
+        KAFKA_SSL_PORT=str(ssl_port),
+        KAFKA_SSL_KEYSTORE=str(certs / "keystore.pem"),
+        KAFKA_SSL_CA=str(certs / "ca.pem"),
+    )
+    stack.up()
     try:
-        yield f"127.0.0.1:{env['KAFKA_SSL_PORT']}"
+        yield f"127.0.0.1:{ssl_port}"
     finally:
-        subprocess.run([script, "down"], env=env, capture_output=True, timeout=120)
+        stack.down()
 
 
 @pytest.fixture

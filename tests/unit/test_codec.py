@@ -1,9 +1,15 @@
+import json
 import math
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from streamer.codec import AvroCodec
+from streamer.codec import AvroCodec, WriterSchemas
 from streamer.demo import rows_of, synth_payments
 from streamer.errors import Fatal
 from streamer.records import RawBatch
@@ -51,3 +57,69 @@ def test_invalid_schema_file_is_fatal(tmp_path) -> None:  # type: ignore[no-unty
     path.write_text('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}')
     with pytest.raises(Fatal, match="not a valid Avro schema"):
         AvroCodec(path)
+
+
+def framed(schema_id: int, body: bytes) -> bytes:
+    return b"\x00" + schema_id.to_bytes(4, "big") + body
+
+
+def writer_schema(tmp_path: Path, name: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    declared = json.loads((SCHEMAS / "payment.avsc").read_text())
+    change(declared)
+    path = tmp_path / name
+    path.write_text(json.dumps(declared))
+    return path
+
+
+def test_confluent_framing_resolves_writer_schemas(tmp_path: Path) -> None:
+    """v2 added a field (readers ignore it); v3 changed amount to a string (incompatible)."""
+    v2 = writer_schema(tmp_path, "v2.avsc", lambda d: d["fields"].append({"name": "tier", "type": "string"}))
+    v3 = writer_schema(
+        tmp_path, "v3.avsc", lambda d: [f.update(type="string") for f in d["fields"] if f["name"] == "amount"]
+    )
+    codec = AvroCodec(SCHEMAS / "payment.avsc", WriterSchemas({1: SCHEMAS / "payment.avsc", 2: v2, 3: v3}, None), 4096)
+    columns, _ = synth_payments(2, np.random.default_rng(0))
+    row = rows_of(columns)[0]
+    plain = codec.encode_one(row)
+    v2_body = AvroCodec(v2).encode_one(row | {"tier": "gold"})
+    v3_body = AvroCodec(v3).encode_one(row | {"amount": "12.5"})
+    batch, dead = codec.decode(
+        raw([framed(1, plain), framed(2, v2_body), framed(3, v3_body), framed(9, plain), plain, b"\x00" * 5000])
+    )
+    assert list(batch.offsets) == [0, 1]
+    assert batch.columns["amount"].tolist() == [row["amount"]] * 2
+    reasons = {d.offset: d.error_message for d in dead}
+    assert "cannot be read as streamer.demo.Payment" in reasons[2]
+    assert "unknown writer schema id 9" in reasons[3]
+    assert "not Confluent-framed" in reasons[4]
+    assert "exceeds schemas.max_record_bytes=4096" in reasons[5]
+
+
+def test_unknown_ids_are_fetched_from_a_schema_registry(tmp_path: Path) -> None:
+    """A stand-in registry (an HTTP server answering GET /schemas/ids/<id>), not a mock of Kafka."""
+    schema_text = (SCHEMAS / "payment.avsc").read_text()
+
+    class Registry(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path.split("?")[0] == "/schemas/ids/42"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            self.end_headers()
+            body = {"schema": schema_text} if found else {"error_code": 40403, "message": "Schema not found"}
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        codec = AvroCodec(SCHEMAS / "payment.avsc", WriterSchemas({}, url))
+        columns, _ = synth_payments(1, np.random.default_rng(0))
+        body = codec.encode_one(rows_of(columns)[0])
+        batch, dead = codec.decode(raw([framed(42, body), framed(43, body)]))
+    finally:
+        server.shutdown()
+    assert list(batch.offsets) == [0]
+    assert len(dead) == 1 and "schema registry lookup failed" in dead[0].error_message

@@ -5,7 +5,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from streamer.errors import Fatal
+from streamer.errors import OutputsLost
 from streamer.kafka.offsets import Checkpoint
 
 
@@ -19,6 +19,8 @@ class RecordingSource:
 
 
 class Sink:
+    transactional = False
+
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.flushes = 0
@@ -26,7 +28,7 @@ class Sink:
     def flush(self, timeout_s: float) -> None:
         self.flushes += 1
         if self.fail:
-            raise Fatal("1 outputs not delivered")
+            raise OutputsLost("1 outputs not delivered")
 
 
 def checkpoint(source: RecordingSource, sink: Sink) -> Checkpoint:
@@ -46,7 +48,7 @@ def test_failed_flush_commits_nothing() -> None:
     source = RecordingSource({0})
     cp = checkpoint(source, Sink(fail=True))
     cp.mark_processed(np.array([0]), np.array([5]))
-    with pytest.raises(Fatal):
+    with pytest.raises(OutputsLost):
         cp.commit({})
     assert source.commits == []
 

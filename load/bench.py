@@ -1,0 +1,202 @@
+"""`make bench`: the worker against a bare consume → decode → encode → produce → commit loop,
+on the same local broker, with the same client settings, in one run.
+
+    .venv/bin/python load/bench.py [--events 60000] [--config configs/local.yaml]
+
+(a) bare loop: the pipe ceiling, no batching logic, no model, no Redis;
+(b) the worker with everything on (Redis features, model, DLQ checks, metrics);
+(c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`;
+(d) latency: events at 50% of (b)'s rate for a while, p50/p99 from event time to the scored
+    event read back.
+Both (a) and (b) drain the same pre-produced backlog from the start, each with a fresh group.
+The last line is `worker/bare throughput ratio: X.XX`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, Producer
+from fastavro import schemaless_reader, schemaless_writer
+
+from streamer.codec import AvroCodec
+from streamer.demo import rows_of, synth_payments
+from streamer.kafka.admin import create_topics
+from streamer.settings import Settings, load_settings
+from streamer.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_settings(base: Settings, run: str, **changes: Any) -> Settings:
+    tree = base.model_dump(mode="python")
+    tree["topics"] |= {
+        "input": f"bench-in-{run}",
+        "scored": f"bench-out-{run}",
+        "alerts": None,
+        "dlq": f"bench-dlq-{run}",
+    }
+    tree["kafka"]["consumer"] = {**tree["kafka"]["consumer"], "group.id": f"bench-{run}"}
+    tree["features"]["key_prefix"] = f"bench-{run}"
+    tree["metrics"]["enabled"] = False
+    for section, values in changes.items():
+        tree[section] |= values
+    return Settings.model_validate(tree)
+
+
+def produce_backlog(settings: Settings, events: int, realtime: bool = False, rate: float = 0) -> None:
+    codec = AvroCodec(settings.schemas.input)
+    columns, _ = synth_payments(events, np.random.default_rng(1))
+    producer = Producer({**settings.admin_config(), "linger.ms": 5})
+    started = time.monotonic()
+    for i, row in enumerate(rows_of(columns)):
+        if realtime:
+            time.sleep(max(started + i / rate - time.monotonic(), 0))
+            row["event_time"] = time.time_ns() // 1_000_000
+        while True:
+            try:
+                producer.produce(settings.topics.input, codec.encode_one(row), row["card_id"].encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    producer.flush(60)
+
+
+def bare_loop(settings: Settings, events: int) -> float:
+    """Consume 500 → schemaless_reader per message → a scored-like record → schemaless_writer →
+    produce → (every 500 ms) flush → commit. Returns events/s."""
+    input_schema = AvroCodec(settings.schemas.input).schema
+    output_schema = AvroCodec(settings.schemas.scored).schema
+    consumer = Consumer(settings.consumer_config())
+    producer = Producer(settings.producer_config())
+    consumer.subscribe([settings.topics.input])
+    done, started, last_commit = 0, None, time.monotonic()
+    while done < events:
+        messages = consumer.consume(500, 0.5)
+        if not messages:
+            continue
+        started = started or time.monotonic()
+        for message in messages:
+            if message.error():
+                continue
+            record = schemaless_reader(io.BytesIO(message.value()), input_schema, None)
+            out = io.BytesIO()
+            schemaless_writer(out, output_schema, {
+                "event_id": record["event_id"], "entity_id": record["card_id"], "event_time": record["event_time"],
+                "score": 0.5, "alert": False, "model_name": "bare", "model_version": 0,
+                "scored_at": record["event_time"], "features_degraded": False,
+                "source_partition": message.partition(), "source_offset": message.offset(),
+            })  # fmt: skip
+            producer.produce(settings.topics.scored, out.getvalue(), message.key())
+            done += 1
+        producer.poll(0)
+        if time.monotonic() - last_commit > 0.5 or done >= events:
+            producer.flush(30)
+            consumer.commit(asynchronous=False)
+            last_commit = time.monotonic()
+    elapsed = time.monotonic() - (started or time.monotonic())
+    consumer.close()
+    return events / elapsed
+
+
+def worker_run(settings: Settings, events: int) -> tuple[float, dict[str, float]]:
+    worker = Worker(settings)
+    first: dict[str, float] = {}
+    original_step = worker._step
+
+    def step() -> None:  # start the clock at the first consumed event, as the bare loop does
+        original_step()
+        if "t" not in first and worker.stats.consumed:
+            first["t"] = time.monotonic()
+
+    worker._step = step  # type: ignore[method-assign]
+    worker.run(max_events=events, timeout_s=600)
+    elapsed = time.monotonic() - first["t"]
+    stages = {}
+    for family in worker.metrics.registry.collect():
+        if family.name == "streamer_stage_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    stages[sample.labels["stage"]] = sample.value
+    return events / elapsed, stages
+
+
+def latency_at(settings: Settings, rate: float, seconds: float) -> tuple[float, float]:
+    """p50/p99 ms from event time to the scored event read back, at a steady `rate`."""
+    events = int(rate * seconds)
+    reader = Consumer({**settings.admin_config(), "group.id": f"r-{uuid.uuid4().hex}", "auto.offset.reset": "latest"})
+    reader.subscribe([settings.topics.scored])
+    while not reader.assignment():
+        reader.poll(0.1)
+    codec = AvroCodec(settings.schemas.scored)
+    worker = Worker(settings)
+    runner = threading.Thread(target=worker.run, kwargs={"timeout_s": seconds + 60}, daemon=True)
+    runner.start()
+    while not worker.readiness()[0]:
+        time.sleep(0.1)
+    producer = threading.Thread(target=produce_backlog, args=(settings, events, True, rate))
+    producer.start()
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds + 30
+    while len(latencies) < events and time.monotonic() < deadline:
+        for message in reader.consume(500, 0.005):
+            if message.error() is None:
+                arrived = time.time_ns() / 1e6
+                latencies.append(arrived - codec.decode_one(message.value())["event_time"])
+    producer.join()
+    worker.stop()
+    runner.join()
+    reader.close()
+    skip = len(latencies) // 20  # the first 5% warm the path
+    p50, p99 = np.percentile(latencies[skip:], [50, 99])
+    return float(p50), float(p99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local.yaml")
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--json", type=Path, default=ROOT / "load" / "results" / "bench.json")
+    args = parser.parse_args()
+    base = load_settings(args.config)
+    run = uuid.uuid4().hex[:8]
+    settings = fresh_settings(base, run)
+    topics = settings.topics
+    create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+    print(f"producing a backlog of {args.events} events to {topics.input} …", file=sys.stderr)
+    produce_backlog(settings, args.events)
+
+    bare = bare_loop(fresh_settings(base, run, kafka={"consumer": {"group.id": f"bench-bare-{run}"}}), args.events)
+    print(f"(a) bare consume→decode→encode→produce→commit loop: {bare:9.0f} events/s")
+    worker, stages = worker_run(settings, args.events)
+    print(f"(b) worker, everything on (Redis features, model, DLQ checks, metrics): {worker:9.0f} events/s")
+    total = sum(stages.values())
+    print("(c) where the worker's time goes: " + ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(
+        stages.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    rate = worker / 2
+    latency_settings = fresh_settings(base, f"{run}-lat")
+    create_topics(latency_settings.admin_config(), latency_settings.topics.names(), topics.partitions, 1)
+    p50, p99 = latency_at(latency_settings, rate, args.latency_seconds)
+    print(f"(d) at 50% of (b), {rate:.0f} events/s, max_wait_ms={settings.batching.max_wait_ms:g}: "
+          f"end-to-end p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
+        "stage_seconds": stages, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99, "events": args.events,
+    }, indent=1))  # fmt: skip
+    print(f"worker/bare throughput ratio: {worker / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

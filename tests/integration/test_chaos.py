@@ -1,0 +1,187 @@
+"""Chaos against the real broker, counting input ids against output ids in every test.
+
+Outputs are read with isolation.level=read_committed: in exactly-once mode every id must appear
+exactly once; in at-least-once mode at least once. STREAMER_CHAOS_KILLS sets the SIGKILL count
+per mode (`make chaos` raises it).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from streamer.codec import AvroCodec
+from streamer.demo import rows_of, synth_payments
+from streamer.settings import Settings
+from streamer.worker import Worker
+from tests.conftest import ROOT, SCHEMAS
+from tests.integration.conftest import PrivateStack, SettingsFactory, read_topic
+from tests.integration.test_cli import write_config
+
+KILLS = int(os.environ.get("STREAMER_CHAOS_KILLS", "5"))
+MODES = ["at_least_once", "exactly_once"]
+# The broker's minimum session: a killed member is noticed within seconds, not the default 45.
+FAST_SESSIONS = {"consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}}
+
+
+class SteadyProducer(threading.Thread):
+    """Payments at a fixed rate, keyed by card, event time = send time."""
+
+    def __init__(self, settings: Settings, total: int, rate: float, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.total, self.rate = settings, total, rate
+        columns, _ = synth_payments(total, np.random.default_rng(), id_prefix=prefix)
+        self.ids = list(columns["event_id"])
+        self.rows = rows_of(columns)
+
+    def run(self) -> None:
+        codec = AvroCodec(self.settings.schemas.input)
+        producer = Producer({**self.settings.admin_config(), "linger.ms": 5})
+        started = time.monotonic()
+        for i, row in enumerate(self.rows):
+            time.sleep(max(started + i / self.rate - time.monotonic(), 0))
+            row["event_time"] = int(time.time() * 1000)
+            while True:
+                try:
+                    producer.produce(self.settings.topics.input, codec.encode_one(row), row["card_id"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(60) == 0
+
+
+def spawn(config: Path, worker_id: str, static: bool = False) -> subprocess.Popen[bytes]:
+    """`static`: KIP-345 static membership, as a StatefulSet pod would use: a restarted member
+    takes its partitions back at once instead of waiting for the session of its dead self."""
+    env = {**os.environ, "STREAMER_WORKER_ID": worker_id}
+    if static:
+        env["STREAMER_KAFKA__CONSUMER__GROUP_INSTANCE_ID"] = worker_id
+    log = (config.parent / f"{worker_id}.log").open("ab")  # kept for a failing test's report
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamer", "run", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+
+
+def scored_ids(settings: Settings, expected: int, timeout_s: float = 120) -> Counter[str]:
+    codec = AvroCodec(SCHEMAS / "scored_payment.avsc")
+    committed = {**settings.admin_config(), "isolation.level": "read_committed"}
+    messages = read_topic(committed, settings.topics.scored, expected, timeout_s=timeout_s)
+    return Counter(codec.decode_one(m.value)["event_id"] for m in messages)
+
+
+def check(ids: Counter[str], sent: list[str], mode: str) -> None:
+    assert set(ids) == set(sent), f"{len(set(sent) - set(ids))} events lost"
+    if mode == "exactly_once":
+        duplicated = {k: n for k, n in ids.items() if n > 1}
+        assert not duplicated, f"{len(duplicated)} events scored more than once, e.g. {list(duplicated)[:3]}"
+
+
+def wait_until_serving(config: Path, worker_id: str, timeout_s: float = 60) -> None:
+    log = config.parent / f"{worker_id}.log"
+    deadline = time.monotonic() + timeout_s
+    while '"event": "assign"' not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{worker_id} never got partitions; see {log}"
+        time.sleep(0.2)
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0, f"worker exited with {worker.returncode}; its log is under the test's tmp_path"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_at_random_points(make_settings: SettingsFactory, tmp_path: Path, mode: str) -> None:
+    settings = make_settings(delivery={"mode": mode, "commit_interval_ms": 100}, kafka=FAST_SESSIONS)
+    config = write_config(settings, tmp_path / "c.yaml")
+    # Events keep coming until after the last kill, so the last member has work to finish.
+    producer = SteadyProducer(settings, total=300 * (6 * KILLS + 8), rate=300, prefix=f"k{mode[0]}-")
+    producer.start()
+    rng = random.Random(42)
+    for _ in range(KILLS):  # the same member id each time, as a restarted pod would have
+        worker = spawn(config, "chaos-member", static=True)
+        time.sleep(rng.uniform(2.5, 6.0))  # sometimes during start-up, mostly mid-stream
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    worker = spawn(config, "chaos-member", static=True)
+    wait_until_serving(config, "chaos-member")
+    producer.join()
+    ids = scored_ids(settings, len(producer.ids))
+    stop(worker)
+    check(ids, producer.ids, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scale_one_three_one_under_load(make_settings: SettingsFactory, tmp_path: Path, mode: str) -> None:
+    settings = make_settings(
+        delivery={"mode": mode, "commit_interval_ms": 100}, topics={"partitions": 6}, kafka=FAST_SESSIONS
+    )
+    config = write_config(settings, tmp_path / "c.yaml")
+    producer = SteadyProducer(settings, total=500 * 24, rate=500, prefix=f"s{mode[0]}-")
+    first = spawn(config, "member-1")
+    producer.start()
+    time.sleep(6)
+    extra = [spawn(config, "member-2"), spawn(config, "member-3")]
+    for member in ("member-2", "member-3"):
+        wait_until_serving(config, member)
+    time.sleep(3)
+    for worker in extra:
+        stop(worker)
+    producer.join()
+    ids = scored_ids(settings, len(producer.ids))
+    stop(first)
+    check(ids, producer.ids, mode)
+
+
+# exactly_once is left out: across a broker restart its run did not finish (the transactional
+# producer did not recover within 12 minutes); recorded as open work in the delivery issue.
+@pytest.mark.parametrize("mode", ["at_least_once"])
+def test_broker_restart_mid_stream(
+    make_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory, mode: str
+) -> None:
+    stack = PrivateStack(tmp_path_factory.mktemp("stack"))
+    stack.up()
+    try:
+        settings = make_settings(
+            kafka={"common": {"bootstrap.servers": stack.brokers}, "consumer": {"group.id": f"restart-{mode}"}},
+            delivery={"mode": mode, "commit_interval_ms": 100},
+        )
+        producer = SteadyProducer(settings, total=300 * 20, rate=300, prefix=f"r{mode[0]}-")
+        worker = Worker(settings)
+
+        def restart_broker() -> None:
+            time.sleep(5)
+            stack.down()
+            time.sleep(3)
+            stack.up()
+
+        def stop_when_all_scored() -> None:
+            producer.join()
+            scored_ids(settings, len(producer.ids))
+            worker.stop()
+
+        helpers = [threading.Thread(target=restart_broker), threading.Thread(target=stop_when_all_scored)]
+        producer.start()
+        for helper in helpers:
+            helper.start()
+        worker.run(timeout_s=180)  # the same worker throughout: it must recover by itself
+        for helper in helpers:
+            helper.join()
+        check(scored_ids(settings, len(producer.ids)), producer.ids, mode)
+    finally:
+        stack.down()
