@@ -102,7 +102,7 @@ def bare_loop(settings: Settings, events: int) -> float:
         producer.poll(0)
         if time.monotonic() - last_commit > 0.5 or done >= events:
             producer.flush(30)
-            consumer.commit(asynchronous=False)
+            consumer.commit(offsets=consumer.position(consumer.assignment()), asynchronous=False)
             last_commit = time.monotonic()
     elapsed = time.monotonic() - (started or time.monotonic())
     consumer.close()
