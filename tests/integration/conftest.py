@@ -61,6 +61,19 @@ class PrivateStack:
         subprocess.run([STACK_SCRIPT, "down"], env=self.env, check=True, capture_output=True, timeout=120)
 
 
+def wait_for_redis(client: redis.Redis, timeout_s: float = 10) -> None:
+    """Until a just-started redis-server answers PING; its last error after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class RedisServer:
     """A real redis-server on a free loopback port, in its own folder; stop/start for outages."""
 
@@ -90,16 +103,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_for_redis(redis.Redis(port=self.port))
 
     def stop(self) -> None:
         if self.process is not None:

@@ -5,7 +5,6 @@ listens with TLS only. The worker then scores events through both.
 """
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,14 @@ import redis
 from streamer.codec import AvroCodec
 from streamer.worker import Worker
 from tests.conftest import SCHEMAS
-from tests.integration.conftest import PrivateStack, SettingsFactory, free_port, produce_payments, read_topic
+from tests.integration.conftest import (
+    PrivateStack,
+    SettingsFactory,
+    free_port,
+    produce_payments,
+    read_topic,
+    wait_for_redis,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +119,7 @@ def tls_redis(certs: Path, tmp_path: Path) -> Iterator[int]:
         ],
         stdout=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs / "ca.pem"), password="s3cret")
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server with TLS did not start"
-            time.sleep(0.05)
+    wait_for_redis(redis.Redis(port=port, ssl=True, ssl_ca_certs=str(certs / "ca.pem"), password="s3cret"))
     yield port
     process.kill()
     process.wait()
