@@ -4,11 +4,13 @@ on the same local broker, with the same client settings, in one run.
     .venv/bin/python load/bench.py [--events 60000] [--config configs/local.yaml]
 
 (a) bare loop: the pipe ceiling, no batching logic, no model, no Redis;
-(b) the worker with everything on (Redis features, model, DLQ checks, metrics);
-(c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`;
+(b) the worker with everything on (Redis features, model, drift, DLQ checks, metrics);
+(c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`, and (b)
+    again with a side stage (drift) turned off, on the same backlog;
 (d) latency: events at 50% of (b)'s rate for a while, p50/p99 from event time to the scored
     event read back.
-Both (a) and (b) drain the same pre-produced backlog from the start, each with a fresh group.
+(a), (b) and (c) drain the same pre-produced backlog (the past day of event time) from the
+start, each with a fresh group, interleaved; each figure is the median of --repeats runs.
 The last line is `worker/bare throughput ratio: X.XX`.
 """
 
@@ -44,6 +46,7 @@ def fresh_settings(base: Settings, run: str, **changes: Any) -> Settings:
         "scored": f"bench-out-{run}",
         "alerts": None,
         "dlq": f"bench-dlq-{run}",
+        "drift": f"bench-drift-{run}",
     }
     tree["kafka"]["consumer"] = {**tree["kafka"]["consumer"], "group.id": f"bench-{run}"}
     tree["features"]["key_prefix"] = f"bench-{run}"
@@ -55,7 +58,8 @@ def fresh_settings(base: Settings, run: str, **changes: Any) -> Settings:
 
 def produce_backlog(settings: Settings, events: int, realtime: bool = False, rate: float = 0) -> None:
     codec = AvroCodec(settings.schemas.input)
-    columns, _ = synth_payments(events, np.random.default_rng(1))
+    # the backlog holds the past day (a replay); drift counts every event, none is "from the future"
+    columns, _ = synth_payments(events, np.random.default_rng(1), start_ms=time.time_ns() // 1_000_000 - 86_400_000)
     producer = Producer({**settings.admin_config(), "linger.ms": 5})
     started = time.monotonic()
     for i, row in enumerate(rows_of(columns)):
@@ -167,6 +171,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local.yaml")
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per variant; medians are reported")
     parser.add_argument("--json", type=Path, default=ROOT / "load" / "results" / "bench.json")
     args = parser.parse_args()
     base = load_settings(args.config)
@@ -177,13 +182,30 @@ def main() -> None:
     print(f"producing a backlog of {args.events} events to {topics.input} …", file=sys.stderr)
     produce_backlog(settings, args.events)
 
-    bare = bare_loop(fresh_settings(base, run, kafka={"consumer": {"group.id": f"bench-bare-{run}"}}), args.events)
+    def variant(name: str, **changes: Any) -> Settings:
+        """The same backlog for a fresh group, with fresh Redis keys: every run starts cold alike."""
+        group = {"kafka": {"consumer": {"group.id": f"bench-{name}-{run}"}}}
+        return fresh_settings(base, run, **group, features={"key_prefix": f"bench-{name}-{run}"}, **changes)
+
+    # Runs interleave and each figure is the median of `--repeats`: a 3 s run on 2 shared cores
+    # varies by 10% from one run to the next, which would swamp a side stage's cost.
+    bares, workers, no_drifts = [], [], []
+    stage_runs: list[dict[str, float]] = []
+    for attempt in range(args.repeats):
+        bares.append(bare_loop(variant(f"bare{attempt}"), args.events))
+        with_everything, attempt_stages = worker_run(variant(f"all{attempt}"), args.events)
+        workers.append(with_everything)
+        stage_runs.append(attempt_stages)
+        no_drifts.append(worker_run(variant(f"nodrift{attempt}", drift={"enabled": False}), args.events)[0])
+    bare, worker, no_drift = (float(np.median(runs)) for runs in (bares, workers, no_drifts))
+    stages = {stage: float(np.median([run[stage] for run in stage_runs])) for stage in stage_runs[0]}
     print(f"(a) bare consume→decode→encode→produce→commit loop: {bare:9.0f} events/s")
-    worker, stages = worker_run(settings, args.events)
-    print(f"(b) worker, everything on (Redis features, model, DLQ checks, metrics): {worker:9.0f} events/s")
+    print(f"(b) worker, everything on (Redis features, model, drift, DLQ checks, metrics): {worker:9.0f} events/s")
     total = sum(stages.values())
     print("(c) where the worker's time goes: " + ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(
         stages.items(), key=lambda kv: -kv[1])))  # fmt: skip
+    print(f"(c) worker with drift off: {no_drift:9.0f} events/s: drift costs {1 - worker / no_drift:.1%} of throughput"
+          f" (its stage: {stages.get('drift', 0) / total:.1%} of the worker's time)")  # fmt: skip
     rate = worker / 2
     latency_settings = fresh_settings(base, f"{run}-lat")
     create_topics(latency_settings.admin_config(), latency_settings.topics.names(), topics.partitions, 1)
@@ -193,7 +215,8 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
-        "stage_seconds": stages, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99, "events": args.events,
+        "stage_seconds": stages, "drift_off_events_per_s": no_drift, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
+        "events": args.events,
     }, indent=1))  # fmt: skip
     print(f"worker/bare throughput ratio: {worker / bare:.2f}")
 

@@ -1,4 +1,4 @@
-"""`streamer run | score | topics create | model export-demo | model verify | demo`.
+"""`streamer run | score | topics create | model export-demo | model verify | drift report | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -47,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--config", type=Path, required=True)
     score.add_argument("--input", type=Path, required=True)
     score.add_argument("--output", type=Path, required=True)
+
+    drift = commands.add_parser("drift", help="drift windows")
+    drift_cmd = drift.add_subparsers(dest="drift_command", required=True)
+    report = drift_cmd.add_parser("report", help="merge the group's windows from the drift topic into an HTML report")
+    report.add_argument("--config", type=Path, required=True, help="gives topics.drift, schemas.drift, model.path")
+    report.add_argument(
+        "--out", type=Path, default=Path("drift-report/report.html"), help="the HTML file; PNGs beside it"
+    )
 
     demo = commands.add_parser("demo", help="stream synthetic payments through a worker and report")
     demo.add_argument("--config", type=Path, required=True)
@@ -101,6 +109,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise Fatal(f"config {args.config}: model.feature_spec is not set; point it at a feature spec YAML")
         path = train_demo_model(out, settings.model.feature_spec, settings.schemas.input, args.version)
         print(f"exported {path}")
+        return 0
+    if args.command == "drift":
+        from streamer.drift_report import write_report
+
+        settings = load_settings(args.config)
+        print(write_report(settings, args.out))
         return 0
     if args.command == "score":
         from streamer.offline import score_file

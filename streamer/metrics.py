@@ -16,7 +16,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.context_managers import Timer
 
-STAGES = ("poll", "decode", "features", "infer", "encode", "produce", "commit")
+STAGES = ("poll", "decode", "features", "infer", "drift", "encode", "produce", "commit")
+DRIFT_STATUS_CODES = {"insufficient": -1, "ok": 0, "warn": 1, "alert": 2}
 BATCH_SIZE_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -40,6 +41,10 @@ class Metrics:
     feature_breaker_open: Gauge
     retries: Counter
     model_info: Gauge
+    drift_value: Gauge
+    drift_status: Gauge
+    drift_windows: Counter
+    drift_events_left_out: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -97,6 +102,27 @@ class Metrics:
                 "streamer_model_info",
                 "The model version serving (value 1).",
                 ["name", "version", "device"],
+                registry=r,
+            ),
+            drift_value=Gauge(
+                "streamer_drift_value",
+                "The latest closed window's drift metric against the training baseline, per column.",
+                ["feature", "metric"],
+                registry=r,
+            ),
+            drift_status=Gauge(
+                "streamer_drift_status",
+                "The latest closed window's verdict per column: -1 insufficient, 0 ok, 1 warn, 2 alert.",
+                ["feature"],
+                registry=r,
+            ),
+            drift_windows=Counter(
+                "streamer_drift_windows", "Drift windows closed, by verdict.", ["status"], registry=r
+            ),
+            drift_events_left_out=Counter(
+                "streamer_drift_events_left_out",
+                "Events not counted in a drift window: late (window closed) or future (clock skew).",
+                ["reason"],
                 registry=r,
             ),
         )

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import keras
-import numpy as np
 import tensorflow as tf
 import yaml
 
+from streamer.drift import SCORE, SCORE_EDGES, numeric_baseline
 from streamer.errors import Fatal
 from streamer.preprocess import FeatureSpec, Preprocessor
 from streamer.records import Columns
@@ -40,7 +40,6 @@ MANIFEST = "MANIFEST.json"
 SPEC_FILE = "feature_spec.yaml"
 BASELINE_FILE = "baseline.json"
 TRANSFORM_SIGNATURE = "transform_features"
-SCORE_EDGES = [round(x, 2) for x in np.linspace(0.05, 0.95, 19)]  # 20 fixed score bins on [0, 1]
 
 Signature = Callable[..., Mapping[str, tf.Tensor]]
 
@@ -90,8 +89,7 @@ def export_package(
         baseline = dict(preprocessor.analysis.baseline)
         if holdout is not None:
             scores = serve(*(tf.constant(holdout[n], d) for n, d in raw_columns.items()))[score_output].numpy()
-            counts = np.bincount(np.searchsorted(SCORE_EDGES, scores, side="right"), minlength=len(SCORE_EDGES) + 1)
-            baseline["score"] = {"kind": "numeric", "edges": SCORE_EDGES, "counts": counts.tolist(), "missing": 0}
+            baseline[SCORE] = numeric_baseline(scores, edges=SCORE_EDGES).to_dict()
         (staging / BASELINE_FILE).write_text(json.dumps(baseline, indent=1))
         (staging / MANIFEST).write_text(json.dumps(_digests(staging), indent=1, sort_keys=True))
         staging.rename(target)

@@ -24,12 +24,13 @@ import tensorflow as tf
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from streamer.drift import TOP_VALUES, FeatureBaseline, bin_numeric, numeric_edges
 from streamer.errors import Fatal
 
 MILLIS_PER_HOUR = 3_600_000
 MILLIS_PER_DAY = 86_400_000
 QUANTILE_SAMPLE = 200_000  # values kept per numeric feature for quantiles: memory stays bounded
-DRIFT_BINS = 10  # quantile bins per numeric feature in the drift baseline
+MISSING = "\x00missing"  # counts None values of a categorical column apart from its values
 
 AVRO_DTYPES = {
     "double": tf.float64,
@@ -286,8 +287,11 @@ def analyze(spec: FeatureSpec, batches: Iterable[Mapping[str, np.ndarray]], seed
                     seen_columns.add(feature.column)
             elif isinstance(feature, Categorical):
                 counter = categories.setdefault(feature.column, Counter())
-                uniques, counts = np.unique(np.asarray(values).astype(str), return_counts=True)
+                column = np.asarray(values)
+                present = column[column != None] if column.dtype == object else column  # noqa: E711
+                uniques, counts = np.unique(present.astype(str), return_counts=True)
                 counter.update(dict(zip(uniques.tolist(), counts.tolist(), strict=True)))
+                counter[MISSING] += len(column) - len(present)
     analysis = Analysis()
     for feature in spec.features:
         if isinstance(feature, Numeric | Entity):
@@ -305,33 +309,29 @@ def analyze(spec: FeatureSpec, batches: Iterable[Mapping[str, np.ndarray]], seed
             counter = categories[feature.column]
             ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[: feature.top_k]
             analysis.vocabularies[feature.name] = [value for value, _ in ranked]
-    analysis.baseline = _baseline(spec, raw_numeric, categories)
+    analysis.baseline = _baseline(raw_numeric, categories)
     return analysis
 
 
-def _baseline(
-    spec: FeatureSpec, numeric: Mapping[str, _NumericStats], categories: Mapping[str, Counter[str]]
-) -> dict[str, Any]:
+def _baseline(numeric: Mapping[str, _NumericStats], categories: Mapping[str, Counter[str]]) -> dict[str, Any]:
+    """Training histograms binned by the same functions the live drift windows use."""
     features: dict[str, Any] = {}
     for column, stats in numeric.items():
-        edges = stats.quantiles(DRIFT_BINS)
-        counts = np.bincount(np.searchsorted(edges, stats.sample, side="right"), minlength=len(edges) + 1)
-        scale = stats.count / max(len(stats.sample), 1)  # the sample stands for every value seen
-        features[column] = {
-            "kind": "numeric",
-            "edges": edges,
-            "counts": [round(float(c) * scale) for c in counts],
-            "missing": stats.missing,
-        }
+        if not len(stats.sample):
+            continue  # no finite training value: nothing to compare live values with
+        edges = numeric_edges(stats.sample)
+        counts, _ = bin_numeric(stats.sample, edges)
+        scale = stats.count / len(stats.sample)  # the sample stands for every value seen
+        scaled = tuple(round(float(c) * scale) for c in counts)
+        features[column] = FeatureBaseline("numeric", scaled, stats.missing, edges=tuple(edges)).to_dict()
     for column, counter in categories.items():
-        top = [v for v, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:100]]
+        missing = counter.pop(MISSING, 0)
+        if not counter:
+            continue
+        top = [v for v, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]]
         other = sum(counter.values()) - sum(counter[v] for v in top)
-        features[column] = {
-            "kind": "categorical",
-            "values": top,
-            "counts": [counter[v] for v in top] + [other],
-            "missing": 0,
-        }
+        shares = (*(counter[v] for v in top), other)
+        features[column] = FeatureBaseline("categorical", shares, missing, values=tuple(top)).to_dict()
     return {"features": features}
 
 

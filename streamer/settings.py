@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from streamer.drift import DriftSettings
 from streamer.errors import Fatal
 
 ENV_PREFIX = "STREAMER_"
@@ -43,17 +44,19 @@ class TopicSettings(Section):
     scored: str = Field(description="Topic the scored events are written to.")
     alerts: str | None = Field(None, description="Optional topic for events scoring >= threshold.")
     dlq: str = Field(description="Dead-letter topic for records that cannot be scored.")
+    drift: str | None = Field(None, description="Topic of drift windows (raw counts, mergeable across workers).")
     partitions: int = Field(4, ge=1, description="Partitions used by `streamer topics create`.")
     replication_factor: int = Field(1, ge=1, description="Replication used by `topics create`.")
 
     def names(self) -> list[str]:
-        return [t for t in (self.input, self.scored, self.alerts, self.dlq) if t]
+        return [t for t in (self.input, self.scored, self.alerts, self.dlq, self.drift) if t]
 
 
 class SchemaSettings(Section):
     input: Path = Field(description="Avro schema (.avsc) the input events are written with.")
     scored: Path = Field(description="Avro schema of the scored events.")
     dlq: Path = Field(description="Avro schema of dead-letter records.")
+    drift: Path = Field(Path("schemas/drift_report.avsc"), description="Avro schema of drift windows.")
     input_framing: Literal["schemaless", "confluent"] = Field(
         "schemaless", description="confluent: magic byte + schema id, read through the writer schema."
     )
@@ -157,6 +160,7 @@ class Settings(Section):
     delivery: DeliverySettings = DeliverySettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     metrics: MetricsSettings = MetricsSettings()
+    drift: DriftSettings = DriftSettings()
 
     def consumer_config(self) -> dict[str, Any]:
         """Defaults, then the passthrough: users can override every librdkafka property."""

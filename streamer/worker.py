@@ -19,7 +19,9 @@ import numpy as np
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
 from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_rows
-from streamer.errors import OutputsLost, Retriable
+from streamer.drift import SCORE, Baseline
+from streamer.drift_tap import DriftTap
+from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
@@ -80,6 +82,7 @@ class Worker:
         self.model: LoadedModel | None = None
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
+        self.drift: DriftTap | None = None
         self._warm = False
         self._paused = False
         self._completed = 0  # events scored or dead-lettered: bounds `run(max_events=…)` cheaply
@@ -94,6 +97,8 @@ class Worker:
         )
         self.features.check_schema(self.input_codec.field_types)
         self.features.start()
+        if self.settings.drift.enabled:
+            self.drift = self._drift_tap(self.model)
         started = time.monotonic()
         sizes = self.settings.batching.allowed_batch_sizes
         self.model.warm_up(sizes)
@@ -109,6 +114,23 @@ class Worker:
         self._warm = True
         self.sink.start(self.settings.delivery.flush_timeout_s)
         self.source.start()
+
+    def _drift_tap(self, model: LoadedModel) -> DriftTap | None:
+        try:
+            baseline = Baseline.from_dict(model.baseline)
+        except ValueError as exc:
+            raise Fatal(f"model {model.name} v{model.version}: baseline.json: {exc}; re-export the package") from exc
+        known = {*self.input_codec.field_types, *(f.name for f in model.spec.entity_features()), SCORE}
+        unknown = sorted(set(baseline.features) - known)
+        if unknown:
+            raise Fatal(
+                f"model {model.name} v{model.version}: baseline.json has columns {unknown} that neither the input "
+                "schema nor the entity features provide; fix schemas.input or re-export the package"
+            )
+        if not baseline.features:
+            log.warning("model %s v%d has no drift baseline: drift is off", model.name, model.version)
+            return None
+        return DriftTap(self.settings, baseline, model.version, self.sink, self.metrics)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready = model warm, partitions assigned, producer without a fatal error."""
@@ -172,6 +194,8 @@ class Worker:
                 events, dead = self.input_codec.decode(raw)
             self._dead_letter(dead)
             self.batcher.add(events)
+        elif self.drift is not None and not len(self.batcher):
+            self.drift.idle()
         while len(self.batcher) and self.batcher.ready():
             self._score(self.batcher.take())
         self.sink.poll()
@@ -206,6 +230,10 @@ class Worker:
                 now_ms(),
                 enrichment,
             )
+        if self.drift is not None:
+            with metrics.time_stage("drift"):
+                columns = {**events.columns, **enrichment.columns}
+                self.drift.observe(columns, scored.scores, events.columns[settings.model.time_field])
         with metrics.time_stage("encode"):
             model = settings.model
             values = self.scored_codec.encode(
@@ -285,6 +313,8 @@ class Worker:
     def _drain(self) -> None:
         while len(self.batcher):
             self._score(self.batcher.take())
+        if self.drift is not None:
+            self.drift.flush()
         self._commit()
 
     def _on_revoke(self, partitions: list[int]) -> None:

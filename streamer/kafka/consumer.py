@@ -154,3 +154,32 @@ class KafkaSource:
 
 def _log_client_error(error: KafkaError) -> None:
     log.warning("kafka client: %s", error.str())
+
+
+def read_topic_to_end(config: dict[str, Any], topic: str, timeout_s: float = 30.0) -> list[bytes]:
+    """Every committed value on `topic` from the beginning to its current end: no group offsets
+    are used or committed, and read_committed leaves aborted transactions out."""
+    reader = {"group.id": "streamer-reader", "isolation.level": "read_committed", "enable.partition.eof": True}
+    consumer = Consumer({**config, **reader})
+    try:
+        try:
+            partitions = set(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
+        except KafkaException as exc:
+            raise Fatal(f"kafka: cannot list topic {topic} ({exc}); start the broker or fix kafka.common") from exc
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        values: list[bytes] = []
+        while partitions:
+            message = consumer.poll(timeout_s)
+            if message is None:
+                raise Fatal(f"kafka: {topic} partitions {sorted(partitions)} gave nothing for {timeout_s:.0f} s; retry")
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    partitions.discard(message.partition())
+                continue
+            value = message.value()
+            if value is not None:
+                values.append(value)
+        return values
+    finally:
+        consumer.close()

@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.codec import AvroCodec
 from streamer.demo import rows_of, synth_payments
@@ -165,6 +168,7 @@ def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> Sett
                 "input": str(SCHEMAS / "payment.avsc"),
                 "scored": str(SCHEMAS / "scored_payment.avsc"),
                 "dlq": str(SCHEMAS / "dlq_record.avsc"),
+                "drift": str(SCHEMAS / "drift_report.avsc"),
             },
             "model": {"path": str(demo_model), "alert_threshold": 0.1},
             "delivery": {"commit_interval_ms": 200},
@@ -260,3 +264,30 @@ def end_offsets(settings: Settings) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET on the worker's health port."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+Scraped = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(port: int) -> Scraped:
+    """Every sample on /metrics, keyed by name and sorted labels."""
+    _, text = get(port, "/metrics")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(scraped: Scraped, name: str) -> float:
+    """The sum of a metric's samples over all label values."""
+    return sum(v for (n, _), v in scraped.items() if n == name)

@@ -2,36 +2,11 @@
 
 import threading
 import time
-import urllib.error
-import urllib.request
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.worker import Worker
-from tests.integration.conftest import SettingsFactory, produce_payments
+from tests.integration.conftest import SettingsFactory, get, produce_payments, samples, value
 
 EVENTS = 3000
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    _, text = get(port, "/metrics")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
-    return sum(v for (n, _), v in scraped.items() if n == name)
 
 
 def test_scraped_counters_match_and_lag_drains_to_zero(make_settings: SettingsFactory) -> None:

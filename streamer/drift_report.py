@@ -1,0 +1,47 @@
+"""`streamer drift report`: the group's view of drift, for analysts.
+
+Every worker publishes its own windows; here they are read back from the drift topic, merged per
+window (raw counts add up), judged again against the model's baseline and drawn. Windows of the
+newest model version on the topic are reported: older versions had other bins.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamer.codec import AvroCodec
+from streamer.drift import Baseline, evaluate, from_avro_record, merge_by_window, render_report
+from streamer.errors import Fatal
+from streamer.kafka.consumer import read_topic_to_end
+from streamer.model import BASELINE_FILE
+from streamer.settings import Settings
+
+
+def write_report(settings: Settings, out: Path) -> str:
+    topic = settings.topics.drift
+    if not topic:
+        raise Fatal("topics.drift is not set: workers publish no drift windows; set it and restart them")
+    codec = AvroCodec(settings.schemas.drift)
+    windows = [
+        from_avro_record(codec.decode_one(value)).window for value in read_topic_to_end(settings.admin_config(), topic)
+    ]
+    if not windows:
+        raise Fatal(f"drift topic {topic} holds no windows yet; windows close every drift.window_s of event time")
+    version = max(w.model_version for w in windows)
+    baseline_path = settings.model.path / str(version) / BASELINE_FILE
+    try:
+        baseline = Baseline.from_dict(json.loads(baseline_path.read_text()))
+    except OSError as exc:
+        raise Fatal(
+            f"drift report: cannot read {baseline_path} ({exc.strerror}); point model.path at the packages"
+        ) from exc
+    merged = merge_by_window(w for w in windows if w.model_version == version)
+    reports = [evaluate(w, baseline, settings.drift) for w in merged]
+    html = render_report(reports, baseline, out, settings.drift)
+    workers = {i for w in merged for i in w.worker_ids}
+    latest = reports[-1]
+    return (
+        f"drift report {html}: {len(merged)} windows of model version {version} from {len(workers)} worker(s); "
+        f"latest window {latest.status}"
+    )

@@ -1,0 +1,115 @@
+"""The drift side tap: scored batches in, closed windows out to the drift topic, Prometheus and
+(optionally) TensorBoard. The arithmetic lives in `streamer.drift`; this joins it to the outputs.
+
+Windows are produced through the worker's own sink, so in exactly-once mode they belong to the
+same transaction as the scores they describe, and a checkpoint flushes them like any output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, get_args
+
+import numpy as np
+
+from streamer.codec import AvroCodec
+from streamer.drift import Baseline, DriftMonitor, Metric, WindowCounts, WindowReport, evaluate, to_avro_record
+from streamer.kafka.producer import KafkaSink
+from streamer.metrics import DRIFT_STATUS_CODES, Metrics
+from streamer.records import now_ms
+from streamer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IDLE_ADVANCE_S = 1.0  # while input is idle, close event-time windows by the wall clock this often
+
+
+class DriftTap:
+    def __init__(
+        self,
+        settings: Settings,
+        baseline: Baseline,
+        model_version: int,
+        sink: KafkaSink,
+        metrics: Metrics,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.settings = settings
+        self.baseline = baseline
+        self.sink = sink
+        self.metrics = metrics
+        self.clock = clock
+        self.monitor = DriftMonitor(baseline, settings.drift, settings.worker_id, model_version, clock)
+        self.codec = AvroCodec(settings.schemas.drift)
+        self._left_out = {"late": 0, "future": 0}
+        self._last_advance_ms = clock()
+        self._summaries: Any = None
+        if settings.drift.tensorboard_dir is not None:
+            import tensorflow as tf  # the worker has it loaded already; the pure drift module does not
+
+            self._summaries = tf.summary.create_file_writer(str(settings.drift.tensorboard_dir))
+
+    def observe(self, columns: Mapping[str, np.ndarray], scores: np.ndarray, event_time_ms: np.ndarray) -> None:
+        self._publish(self.monitor.observe(columns, scores, event_time_ms))
+        self._last_advance_ms = self.clock()
+
+    def idle(self) -> None:
+        """No input: let the wall clock close event-time windows, so the last ones are not held
+        back until the next event arrives."""
+        now = self.clock()
+        if now - self._last_advance_ms >= IDLE_ADVANCE_S * 1000:
+            self._last_advance_ms = now
+            self._publish(self.monitor.advance(now))
+
+    def flush(self) -> None:
+        """Every open window, complete or not (shutdown, model swap); other workers' counts of the
+        same event-time window merge with it downstream."""
+        self._publish(self.monitor.flush())
+
+    def _publish(self, windows: list[WindowCounts]) -> None:
+        self._count_left_out()
+        for window in windows:
+            report = evaluate(window, self.baseline, self.settings.drift)
+            self._export(report)
+            topic = self.settings.topics.drift
+            if topic:
+                key = f"{window.kind}:{window.start_ms}".encode()  # a window's records share a partition
+                self.sink.produce(topic, key, self.codec.encode_one(to_avro_record(report)))
+            alerting = sorted(n for n, f in report.features.items() if f.status == "alert")
+            log.log(
+                logging.WARNING if alerting else logging.INFO,
+                "drift window [%d, %d): %d events, %s%s",
+                window.start_ms,
+                window.end_ms,
+                window.events,
+                report.status,
+                f" ({', '.join(alerting)})" if alerting else "",
+                extra={"event": "drift_window", "status": report.status, "drifted": alerting},
+            )
+
+    def _export(self, report: WindowReport) -> None:
+        self.metrics.drift_windows.labels(report.status).inc()
+        values = [
+            (name, metric, value)
+            for name, drift in report.features.items()
+            for metric in get_args(Metric)
+            if (value := drift.metric(metric)) is not None
+        ]
+        for name, drift in report.features.items():
+            self.metrics.drift_status.labels(name).set(DRIFT_STATUS_CODES[drift.status])
+        for name, metric, value in values:
+            self.metrics.drift_value.labels(name, metric).set(value)
+        if self._summaries is not None:
+            import tensorflow as tf
+
+            with self._summaries.as_default(step=report.window.start_ms // 1000):
+                for name, metric, value in values:
+                    tf.summary.scalar(f"drift/{name}/{metric}", value)
+            self._summaries.flush()
+
+    def _count_left_out(self) -> None:
+        for reason, total in (("late", self.monitor.late_events), ("future", self.monitor.future_events)):
+            if total > self._left_out[reason]:
+                self.metrics.drift_events_left_out.labels(reason).inc(total - self._left_out[reason])
+                self._left_out[reason] = total
