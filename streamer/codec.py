@@ -138,7 +138,13 @@ class AvroCodec:
                 dead.append(self._dead_letter(raw, i, type(exc).__name__, reason))
         columns = self.columns_of(rows)
         index = np.array(kept, dtype=np.int64)
-        batch = EventBatch(columns, raw.partitions[index], raw.offsets[index], [raw.keys[i] for i in kept])
+        batch = EventBatch(
+            columns,
+            raw.partitions[index],
+            raw.offsets[index],
+            [raw.keys[i] for i in kept],
+            [raw.values[i] for i in kept],
+        )
         bad = np.zeros(len(batch), dtype=bool)
         for name, column in columns.items():
             if column.dtype.kind == "f":

@@ -91,12 +91,17 @@ def export_package(
             scores = serve(*(tf.constant(holdout[n], d) for n, d in raw_columns.items()))[score_output].numpy()
             baseline[SCORE] = numeric_baseline(scores, edges=SCORE_EDGES).to_dict()
         (staging / BASELINE_FILE).write_text(json.dumps(baseline, indent=1))
-        (staging / MANIFEST).write_text(json.dumps(_digests(staging), indent=1, sort_keys=True))
+        write_manifest(staging)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def write_manifest(folder: Path) -> None:
+    """Seal a package folder: the sha256 of every file in it, checked before every load."""
+    (folder / MANIFEST).write_text(json.dumps(_digests(folder), indent=1, sort_keys=True))
 
 
 def _digests(folder: Path) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.codec import AvroCodec, scored_rows
+from streamer.errors import Fatal
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
 from streamer.model import load_model
@@ -43,9 +44,12 @@ def score_file(settings: Settings, source: Path, target: Path) -> int:
             )
             position += n
             enrichment = features.enrich(events, update=False)
-            scored = pipeline.score_batch(
+            scored, rejected = pipeline.score_batch(
                 model, events, batching.allowed_batch_sizes, model_settings.alert_threshold, now_ms(), enrichment
             )
+            if rejected:
+                row, reason = min(rejected.items())
+                raise Fatal(f"{source}: record {int(events.offsets[row])}: {reason}; fix or drop the record")
             yield from scored_rows(
                 scored, model_settings.key_field, model_settings.entity_field, model_settings.time_field
             )

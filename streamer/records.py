@@ -37,25 +37,32 @@ class EventBatch:
     partitions: np.ndarray
     offsets: np.ndarray
     keys: list[bytes | None]
+    values: list[bytes | None] | None = None  # the input bytes, for a dead letter if the model rejects one
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def with_columns(self, extra: Columns) -> EventBatch:
-        return EventBatch({**self.columns, **extra}, self.partitions, self.offsets, self.keys) if extra else self
+        if not extra:
+            return self
+        return EventBatch({**self.columns, **extra}, self.partitions, self.offsets, self.keys, self.values)
 
     def take(self, rows: np.ndarray | slice) -> EventBatch:
         """Rows by slice, boolean mask or index array."""
+        values = self.values
         if isinstance(rows, slice):
             keys = self.keys[rows]
+            values = None if values is None else values[rows]
         else:
             index = np.flatnonzero(rows) if rows.dtype == bool else rows
             keys = [self.keys[i] for i in index]
+            values = None if values is None else [values[i] for i in index]
         return EventBatch(
             {name: col[rows] for name, col in self.columns.items()},
             self.partitions[rows],
             self.offsets[rows],
             keys,
+            values,
         )
 
     @staticmethod
@@ -67,6 +74,7 @@ class EventBatch:
             np.concatenate([b.partitions for b in batches]),
             np.concatenate([b.offsets for b in batches]),
             [key for b in batches for key in b.keys],
+            None if any(b.values is None for b in batches) else [v for b in batches for v in b.values or ()],
         )
 
 

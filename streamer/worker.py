@@ -222,7 +222,7 @@ class Worker:
         with metrics.time_stage("features"):
             enrichment = self.features.enrich(events)
         with metrics.time_stage("infer"):
-            scored = pipeline.score_batch(
+            scored, rejected = pipeline.score_batch(
                 self.model,
                 events,
                 settings.batching.allowed_batch_sizes,
@@ -230,10 +230,12 @@ class Worker:
                 now_ms(),
                 enrichment,
             )
+        if rejected:
+            self._dead_letter([self._rejected(events, row, reason) for row, reason in sorted(rejected.items())])
+            events = scored.events
         if self.drift is not None:
             with metrics.time_stage("drift"):
-                columns = {**events.columns, **enrichment.columns}
-                self.drift.observe(columns, scored.scores, events.columns[settings.model.time_field])
+                self.drift.observe(scored.events.columns, scored.scores, events.columns[settings.model.time_field])
         with metrics.time_stage("encode"):
             model = settings.model
             values = self.scored_codec.encode(
@@ -253,6 +255,13 @@ class Worker:
         metrics.batch_size.observe(len(events))
         for latency_ms in (scored.scored_at_ms - events.columns[model.time_field]).tolist():
             metrics.end_to_end_seconds.observe(latency_ms / 1000)
+
+    def _rejected(self, events: EventBatch, row: int, reason: str) -> DeadLetter:
+        value = None if events.values is None else events.values[row]
+        partition, offset = int(events.partitions[row]), int(events.offsets[row])
+        return DeadLetter(
+            self.settings.topics.input, partition, offset, events.keys[row], value, "ModelRejected", reason
+        )
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:

@@ -7,10 +7,10 @@ from streamer.codec import AvroCodec
 from streamer.demo import synth_payments
 from streamer.features import replay_aggregates
 from streamer.model import load_model
-from streamer.pipeline import padded_size, score, to_tensors
+from streamer.pipeline import padded_size, score, score_batch, to_tensors
 from streamer.records import EventBatch
 from streamer.settings import ModelSettings
-from tests.conftest import SCHEMAS
+from tests.conftest import SCHEMAS, STRICT_MAX_AMOUNT, STRICT_NAN_AMOUNT
 
 
 def test_padded_size_picks_smallest_bucket() -> None:
@@ -37,3 +37,23 @@ def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
     direct = model.signature(**to_tensors(columns, model.inputs, 37))["score"].numpy()
     assert padded.shape == (37,)
     np.testing.assert_allclose(padded, direct, atol=1e-6)
+
+
+def test_rejected_rows_are_isolated_and_the_rest_scored_as_alone(strict_model: Path) -> None:
+    fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
+    model = load_model(ModelSettings(path=strict_model, score_output="score"), fields)
+    columns, _ = synth_payments(300, np.random.default_rng(4))
+    columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
+    columns["amount"][[7, 150, 151]] = STRICT_MAX_AMOUNT * 10
+    columns["amount"][299] = STRICT_NAN_AMOUNT
+    events = EventBatch(columns, np.zeros(300, np.int32), np.arange(300, dtype=np.int64), [None] * 300)
+
+    scored, rejected = score_batch(model, events, (64, 256), 0.5, 0)
+
+    assert sorted(rejected) == [7, 150, 151, 299]
+    assert all("amount out of range" in rejected[row] for row in (7, 150, 151)), rejected
+    assert "must be finite" in rejected[299]
+    kept = np.setdiff1d(np.arange(300), [7, 150, 151, 299])
+    assert scored.events.offsets.tolist() == kept.tolist()
+    alone = score(model, events.take(kept), (64, 256))
+    np.testing.assert_allclose(scored.scores, alone, atol=1e-6)
