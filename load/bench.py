@@ -5,8 +5,8 @@ on the same local broker, with the same client settings, in one run.
 
 (a) bare loop: the pipe ceiling, no batching logic, no model, no Redis;
 (b) the worker with everything on (Redis features, model, drift, DLQ checks, metrics);
-(c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`, and (b)
-    again with a side stage (drift) turned off, on the same backlog;
+(c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`; (b) again
+    with a side stage (drift) turned off; and (b) in exactly_once mode (transactions);
 (d) latency: events at 50% of (b)'s rate for a while, p50/p99 from event time to the scored
     event read back.
 (a), (b) and (c) drain the same pre-produced backlog (the past day of event time) from the
@@ -189,7 +189,7 @@ def main() -> None:
 
     # Runs interleave and each figure is the median of `--repeats`: a 3 s run on 2 shared cores
     # varies by 10% from one run to the next, which would swamp a side stage's cost.
-    bares, workers, no_drifts = [], [], []
+    bares, workers, no_drifts, exactly_once = [], [], [], []
     stage_runs: list[dict[str, float]] = []
     for attempt in range(args.repeats):
         bares.append(bare_loop(variant(f"bare{attempt}"), args.events))
@@ -197,7 +197,9 @@ def main() -> None:
         workers.append(with_everything)
         stage_runs.append(attempt_stages)
         no_drifts.append(worker_run(variant(f"nodrift{attempt}", drift={"enabled": False}), args.events)[0])
-    bare, worker, no_drift = (float(np.median(runs)) for runs in (bares, workers, no_drifts))
+        transactional = variant(f"eos{attempt}", delivery={"mode": "exactly_once", "transactional_id": f"bench-{run}"})
+        exactly_once.append(worker_run(transactional, args.events)[0])
+    bare, worker, no_drift, eos = (float(np.median(runs)) for runs in (bares, workers, no_drifts, exactly_once))
     stages = {stage: float(np.median([run[stage] for run in stage_runs])) for stage in stage_runs[0]}
     print(f"(a) bare consume→decode→encode→produce→commit loop: {bare:9.0f} events/s")
     print(f"(b) worker, everything on (Redis features, model, drift, DLQ checks, metrics): {worker:9.0f} events/s")
@@ -206,6 +208,7 @@ def main() -> None:
         stages.items(), key=lambda kv: -kv[1])))  # fmt: skip
     print(f"(c) worker with drift off: {no_drift:9.0f} events/s: drift costs {1 - worker / no_drift:.1%} of throughput"
           f" (its stage: {stages.get('drift', 0) / total:.1%} of the worker's time)")  # fmt: skip
+    print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
     rate = worker / 2
     latency_settings = fresh_settings(base, f"{run}-lat")
     create_topics(latency_settings.admin_config(), latency_settings.topics.names(), topics.partitions, 1)
@@ -215,7 +218,8 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
-        "stage_seconds": stages, "drift_off_events_per_s": no_drift, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
+        "stage_seconds": stages, "drift_off_events_per_s": no_drift, "exactly_once_events_per_s": eos,
+        "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
         "events": args.events,
     }, indent=1))  # fmt: skip
     print(f"worker/bare throughput ratio: {worker / bare:.2f}")
