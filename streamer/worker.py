@@ -74,7 +74,7 @@ class Worker:
         self.source = KafkaSource(
             settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost, self.metrics
         )
-        self.sink = KafkaSink(settings.producer_config())
+        self.sink = KafkaSink(settings.producer_config(), self.metrics)
         delivery = settings.delivery
         self.checkpoint = Checkpoint(
             self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock

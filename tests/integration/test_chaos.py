@@ -148,9 +148,7 @@ def test_scale_one_three_one_under_load(make_settings: SettingsFactory, tmp_path
     check(ids, producer.ids, mode)
 
 
-# exactly_once is left out: across a broker restart its run did not finish (the transactional
-# producer did not recover within 12 minutes); recorded as open work in the delivery issue.
-@pytest.mark.parametrize("mode", ["at_least_once"])
+@pytest.mark.parametrize("mode", MODES)
 def test_broker_restart_mid_stream(
     make_settings: SettingsFactory, tmp_path_factory: pytest.TempPathFactory, mode: str
 ) -> None:
