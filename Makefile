@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint stack-up stack-down stack-status clean bench chaos kit-check
+.PHONY: demo test lint stack-up stack-down stack-status clean bench soak chaos kit-check
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP) stack-up models/fraud/1
 	$(BIN)/streamer topics create --config $(CONFIG)
 	$(BIN)/python load/bench_features.py
 	$(BIN)/python load/bench.py --config $(CONFIG)
+
+# Ten minutes at half the rate the last `make bench` sustained: ready time, latency, RSS growth.
+soak: $(STAMP) stack-up models/fraud/1
+	$(BIN)/python load/loadgen.py --config $(CONFIG) --spawn-worker --duration 600 --out load/results/soak
 
 chaos: $(STAMP) stack-up
 	STREAMER_CHAOS_KILLS=20 $(BIN)/pytest -q tests/integration/test_chaos.py
