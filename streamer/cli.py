@@ -1,4 +1,4 @@
-"""`streamer run | score | topics create | model export-demo | model verify | drift report | demo`.
+"""`streamer run | score | topics create | model export-demo | verify | sign | drift report | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, default=1)
     verify = model_cmd.add_parser("verify", help="check a package's files against its sha256 manifest")
     verify.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/1")
+    sign = model_cmd.add_parser("sign", help="sign a package with model-signing (checked when model.public_key is set)")
+    sign.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/2")
+    sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key, PEM")
 
     score = commands.add_parser("score", help="score an Avro container file offline, through the same path")
     score.add_argument("--config", type=Path, required=True)
@@ -81,7 +84,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from streamer.worker import Worker
 
         settings = load_settings(args.config)
-        Worker(settings).run(max_events=args.max_events, timeout_s=args.timeout)
+        Worker(settings, config_path=args.config).run(max_events=args.max_events, timeout_s=args.timeout)
         return 0
     if args.command == "topics":
         from streamer.kafka.admin import create_topics
@@ -96,6 +99,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         verify_package(args.dir)
         print(f"model {args.dir}: every file matches its manifest")
+        return 0
+    if args.command == "model" and args.model_command == "sign":
+        from streamer.model import sign_package, verify_package
+
+        verify_package(args.dir)  # sign only what matches its manifest
+        print(f"signed {args.dir}: {sign_package(args.dir, args.key)}")
         return 0
     if args.command == "model":
         from streamer.demo import train_demo_model

@@ -193,6 +193,8 @@ class AvroCodec:
 def scored_rows(scored: ScoredBatch, key_field: str, entity_field: str, time_field: str) -> list[dict[str, Any]]:
     """The scored-event rows of a batch, in input order (see schemas/scored_payment.avsc)."""
     events = scored.events
+    shadow_scores = [] if scored.shadow_scores is None else scored.shadow_scores.tolist()
+    shadows = [None if s != s else s for s in shadow_scores] or [None] * len(events)  # NaN: not shadowed
     return [
         {
             "event_id": event_id,
@@ -201,18 +203,22 @@ def scored_rows(scored: ScoredBatch, key_field: str, entity_field: str, time_fie
             "score": score,
             "alert": alert,
             "model_name": scored.model_name,
-            "model_version": scored.model_version,
+            "model_version": version,
             "scored_at": scored.scored_at_ms,
             "features_degraded": scored.features_degraded,
+            "shadow_score": shadow,
+            "shadow_version": None if shadow is None else scored.shadow_version,
             "source_partition": partition,
             "source_offset": offset,
         }
-        for event_id, entity_id, event_time, score, alert, partition, offset in zip(
+        for event_id, entity_id, event_time, score, alert, version, shadow, partition, offset in zip(
             events.columns[key_field].tolist(),
             events.columns[entity_field].tolist(),
             events.columns[time_field].tolist(),
             scored.scores.tolist(),
             scored.alerts.tolist(),
+            scored.model_versions.tolist(),
+            shadows,
             events.partitions.tolist(),
             events.offsets.tolist(),
             strict=True,

@@ -102,10 +102,14 @@ class DriftTap:
             self.metrics.drift_value.labels(name, metric).set(value)
         if self._summaries is not None:
             import tensorflow as tf
+            from tensorflow.core.framework.summary_pb2 import DATA_CLASS_SCALAR, SummaryMetadata
 
+            # tf.summary.scalar needs the tensorboard package; this is what it writes, without it
+            metadata = SummaryMetadata(data_class=DATA_CLASS_SCALAR)
+            metadata.plugin_data.plugin_name = "scalars"
             with self._summaries.as_default(step=report.window.start_ms // 1000):
                 for name, metric, value in values:
-                    tf.summary.scalar(f"drift/{name}/{metric}", value)
+                    tf.summary.write(f"drift/{name}/{metric}", tf.constant(value, tf.float32), metadata=metadata)
             self._summaries.flush()
 
     def _count_left_out(self) -> None:

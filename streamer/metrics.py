@@ -41,6 +41,9 @@ class Metrics:
     feature_breaker_open: Gauge
     retries: Counter
     model_info: Gauge
+    model_swaps: Counter
+    model_refused: Counter
+    model_swap_gap: Gauge
     drift_value: Gauge
     drift_status: Gauge
     drift_windows: Counter
@@ -100,8 +103,19 @@ class Metrics:
             retries=Counter("streamer_retries", "Retries of transient I/O failures.", ["operation"], registry=r),
             model_info=Gauge(
                 "streamer_model_info",
-                "The model version serving (value 1).",
-                ["name", "version", "device"],
+                "Model versions loaded (value 1): role primary decides, candidate takes canary and shadow traffic.",
+                ["name", "version", "device", "role"],
+                registry=r,
+            ),
+            model_swaps=Counter("streamer_model_swaps", "Serving model sets swapped in between batches.", registry=r),
+            model_refused=Counter(
+                "streamer_model_versions_refused",
+                "Model versions refused (tampered, unloadable, failed warm-up).",
+                registry=r,
+            ),
+            model_swap_gap=Gauge(
+                "streamer_model_swap_gap_seconds",
+                "At the last swap: from the end of the last batch before it to the end of the first after it.",
                 registry=r,
             ),
             drift_value=Gauge(

@@ -19,7 +19,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 SPEC_FILE = "feature_spec.yaml"
 BASELINE_FILE = "baseline.json"
+SIGNATURE_FILE = "model.sig"  # model-signing's signature; not in the manifest, which it covers
+UNSEALED = {MANIFEST, SIGNATURE_FILE}
 TRANSFORM_SIGNATURE = "transform_features"
 
 Signature = Callable[..., Mapping[str, tf.Tensor]]
@@ -105,7 +107,7 @@ def write_manifest(folder: Path) -> None:
 
 
 def _digests(folder: Path) -> dict[str, dict[str, Any]]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in UNSEALED)
     return {
         str(p.relative_to(folder)): {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size}
         for p in files
@@ -133,20 +135,70 @@ def verify_package(path: Path) -> None:
         raise Fatal(f"model {path}: file {extra[0]} is not in {MANIFEST}: remove it or re-export the package")
 
 
-def resolve_version(base: Path, pinned: int | None) -> tuple[int, Path]:
+def available_versions(base: Path) -> list[int]:
+    """Numbered version folders, ascending; `export_package`'s dot-named staging folders are not."""
     if not base.is_dir():
         raise Fatal(
             f"model.path {base}: no such folder; export one with "
             f"`streamer model export-demo --config … --out {base}` or fix model.path"
         )
-    versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
-    if pinned is not None:
-        if pinned not in versions:
-            raise Fatal(f"model.version {pinned}: not in {base} (found {versions or 'none'}); fix model.version")
-        return pinned, base / str(pinned)
-    if not versions:
-        raise Fatal(f"model.path {base}: no numbered version folders (<path>/1/, …); export a model there")
-    return versions[-1], base / str(versions[-1])
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def choose_version(settings: ModelSettings, available: list[int], refused: Collection[int] = ()) -> int | None:
+    """The version the policy wants among those present and not refused; None if there is none."""
+    usable = [v for v in available if v not in refused]
+    if settings.policy == "pinned":
+        return settings.version if settings.version in usable else None
+    if settings.policy == "list":
+        usable = [v for v in usable if v in settings.versions]
+    return usable[-1] if usable else None
+
+
+def initial_version(settings: ModelSettings) -> int:
+    """The version to start with, or a `Fatal` that says why there is none."""
+    found = available_versions(settings.path)
+    version = choose_version(settings, found)
+    if version is None:
+        wanted = {
+            "latest": "any version",
+            "pinned": f"version {settings.version}",
+            "list": f"one of {settings.versions}",
+        }
+        raise Fatal(
+            f"model.path {settings.path}: policy {settings.policy} wants {wanted[settings.policy]}, found "
+            f"{found or 'no numbered version folders'}; export a model there or fix model.policy / model.version"
+        )
+    return version
+
+
+def verify_signature(path: Path, public_key: Path) -> None:
+    """The package's model-signing signature (SIGNATURE_FILE, elliptic-curve key) covers every file."""
+    import model_signing  # only for signed deployments: it pulls in sigstore
+
+    signature = path / SIGNATURE_FILE
+    if not signature.is_file():
+        raise Fatal(
+            f"model {path}: no {SIGNATURE_FILE} but model.public_key is set; sign it with `streamer model sign`"
+        )
+    hashing = model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE])
+    config = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public_key)
+    try:
+        config.set_hashing_config(hashing).verify(path, signature)
+    except Exception as exc:  # model-signing raises ValueError and its own types on a mismatch
+        raise Fatal(
+            f"model {path}: signature check failed ({exc}); re-sign the package or fix model.public_key"
+        ) from exc
+
+
+def sign_package(path: Path, private_key: Path) -> Path:
+    """Write SIGNATURE_FILE into a package with model-signing: an elliptic-curve private key (PEM)."""
+    import model_signing
+
+    hashing = model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE])
+    config = model_signing.signing.Config().use_elliptic_key_signer(private_key=private_key)
+    config.set_hashing_config(hashing).sign(path, path / SIGNATURE_FILE)
+    return path / SIGNATURE_FILE
 
 
 @dataclass(frozen=True)
@@ -159,19 +211,29 @@ class LoadedModel:
     spec: FeatureSpec
     baseline: dict[str, Any]
     module: object  # holds the variables; a signature alone does not keep them alive
+    device: str = "/CPU:0"
+
+    def run(self, tensors: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        """One signature call on the chosen device; TensorFlow keeps string lookups on the CPU."""
+        with tf.device(self.device):
+            return self.signature(**tensors)
 
     def warm_up(self, sizes: tuple[int, ...]) -> None:
-        """Call once per padded size at start, so the first real batch pays no tracing cost."""
+        """Call once per padded size before serving, so the first real batch pays no tracing cost."""
         neutral = {tf.string: "", tf.bool: False}
         for size in sizes:
-            self.signature(**{n: tf.fill([size], tf.constant(neutral.get(d, 0), d)) for n, d in self.inputs.items()})
+            self.run({n: tf.fill([size], tf.constant(neutral.get(d, 0), d)) for n, d in self.inputs.items()})
 
 
-def load_model(settings: ModelSettings, available_fields: Mapping[str, object]) -> LoadedModel:
-    """Verify, load and check a package against the input schema (plus its entity features)."""
+def load_package(
+    settings: ModelSettings, version: int, available_fields: Mapping[str, object], device: str = "/CPU:0"
+) -> LoadedModel:
+    """Verify, load and check one version against the input schema (plus its entity features)."""
     base, signature_key, score_output = settings.path, settings.signature, settings.score_output
-    version, path = resolve_version(base, settings.version)
+    path = base / str(version)
     verify_package(path)
+    if settings.public_key is not None:
+        verify_signature(path, settings.public_key)
     spec = FeatureSpec.load(path / SPEC_FILE)
     try:
         loaded = tf.saved_model.load(str(path))
@@ -192,6 +254,12 @@ def load_model(settings: ModelSettings, available_fields: Mapping[str, object]) 
             f"model {path}: no output {score_output!r} (has {sorted(signature.structured_outputs)}); "
             "fix model.score_output"
         )
+    call: Signature = tf.function(signature, jit_compile=True) if settings.jit_compile else signature
     baseline = json.loads((path / BASELINE_FILE).read_text())
-    log.info("loaded model %s version %d from %s", base.name, version, path)
-    return LoadedModel(base.name, version, signature, inputs, score_output, spec, baseline, loaded)
+    log.info("loaded model %s version %d from %s on %s", base.name, version, path, device)
+    return LoadedModel(base.name, version, call, inputs, score_output, spec, baseline, loaded, device)
+
+
+def load_model(settings: ModelSettings, available_fields: Mapping[str, object]) -> LoadedModel:
+    """The version the policy picks, on the CPU: for offline scoring and tools."""
+    return load_package(settings, initial_version(settings), available_fields)

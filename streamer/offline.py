@@ -16,6 +16,7 @@ from streamer import pipeline
 from streamer.codec import AvroCodec, scored_rows
 from streamer.errors import Fatal
 from streamer.features import FeatureStore
+from streamer.lifecycle import Serving
 from streamer.metrics import Metrics
 from streamer.model import load_model
 from streamer.records import EventBatch, now_ms
@@ -45,7 +46,12 @@ def score_file(settings: Settings, source: Path, target: Path) -> int:
             position += n
             enrichment = features.enrich(events, update=False)
             scored, rejected = pipeline.score_batch(
-                model, events, batching.allowed_batch_sizes, model_settings.alert_threshold, now_ms(), enrichment
+                Serving(model),
+                events,
+                batching.allowed_batch_sizes,
+                model_settings.alert_threshold,
+                now_ms(),
+                enrichment,
             )
             if rejected:
                 row, reason = min(rejected.items())

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from streamer.features import Enrichment
+from streamer.lifecycle import Serving, entity_buckets, routed
 from streamer.model import LoadedModel
 from streamer.records import Columns, EventBatch, ScoredBatch
 
@@ -33,7 +34,7 @@ def to_tensors(columns: Columns, inputs: dict[str, tf.DType], size: int) -> dict
 
 def score(model: LoadedModel, events: EventBatch, allowed_sizes: tuple[int, ...]) -> np.ndarray:
     n = len(events)
-    outputs = model.signature(**to_tensors(events.columns, model.inputs, padded_size(n, allowed_sizes)))
+    outputs = model.run(to_tensors(events.columns, model.inputs, padded_size(n, allowed_sizes)))
     return outputs[model.score_output].numpy()[:n].astype(np.float64)
 
 
@@ -69,22 +70,53 @@ def _reason(message: str) -> str:
 
 
 def score_batch(
-    model: LoadedModel,
+    serving: Serving,
     events: EventBatch,
     allowed_sizes: tuple[int, ...],
     alert_threshold: float,
     now_ms: int,
     enrichment: Enrichment | None = None,
+    entity_field: str = "card_id",
 ) -> tuple[ScoredBatch, dict[int, str]]:
     """Score `events` with the entity feature columns of `enrichment` added to their own (the
-    ScoredBatch's events carry both). Rows the model rejects are left out of it and returned
-    with their reasons, by row of `events`."""
+    ScoredBatch's events carry both). The primary decides, except for entities routed to the
+    canary; the shadow's scores are recorded apart. Rows the model rejects are left out and
+    returned with their reasons, by row of `events`."""
     inputs = events.with_columns(enrichment.columns) if enrichment else events
-    scores, rejected = score_isolating(model, inputs, allowed_sizes)
+    n = len(inputs)
+    scores = np.empty(n)
+    versions = np.full(n, serving.primary.version, dtype=np.int64)
+    rejected: dict[int, str] = {}
+    shadow_scores = None
+    candidate = serving.candidate
+    if candidate is None:
+        scores, rejected = score_isolating(serving.primary, inputs, allowed_sizes)
+    else:
+        buckets = entity_buckets(inputs.columns[entity_field])
+        canary = routed(buckets, serving.canary_share)
+        for model, rows in ((serving.primary, np.flatnonzero(~canary)), (candidate, np.flatnonzero(canary))):
+            if len(rows):
+                part, refused = score_isolating(model, inputs.take(rows), allowed_sizes)
+                scores[rows], versions[rows] = part, model.version
+                rejected |= {int(rows[row]): reason for row, reason in refused.items()}
+        shadowed = np.flatnonzero(routed(buckets, serving.shadow_share))
+        if len(shadowed):
+            shadow_scores = np.full(n, np.nan)  # NaN: not shadowed, or the candidate refused it
+            shadow_scores[shadowed] = score_isolating(candidate, inputs.take(shadowed), allowed_sizes)[0]
     if rejected:
-        accepted = np.ones(len(events), dtype=bool)
+        accepted = np.ones(n, dtype=bool)
         accepted[list(rejected)] = False
-        inputs, scores = inputs.take(accepted), scores[accepted]
-    degraded = enrichment.degraded if enrichment else False
-    scored = ScoredBatch(inputs, scores, scores >= alert_threshold, model.name, model.version, now_ms, degraded)
+        inputs, scores, versions = inputs.take(accepted), scores[accepted], versions[accepted]
+        shadow_scores = None if shadow_scores is None else shadow_scores[accepted]
+    scored = ScoredBatch(
+        inputs,
+        scores,
+        scores >= alert_threshold,
+        serving.primary.name,
+        versions,
+        now_ms,
+        enrichment.degraded if enrichment else False,
+        shadow_scores,
+        None if shadow_scores is None or candidate is None else candidate.version,
+    )
     return scored, rejected

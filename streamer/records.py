@@ -99,6 +99,8 @@ class ScoredBatch:
     scores: np.ndarray  # float64
     alerts: np.ndarray  # bool
     model_name: str
-    model_version: int
+    model_versions: np.ndarray  # int64: the version whose score is the decision, per event
     scored_at_ms: int
     features_degraded: bool = False
+    shadow_scores: np.ndarray | None = None  # float64, NaN where the shadow did not score
+    shadow_version: int | None = None

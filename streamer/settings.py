@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from streamer.drift import DriftSettings
 from streamer.errors import Fatal
@@ -87,7 +87,36 @@ class BatchingSettings(Section):
 
 class ModelSettings(Section):
     path: Path = Field(description="Model base folder holding numbered versions: <path>/<n>/.")
-    version: int | None = Field(None, ge=1, description="Pinned version; newest when unset.")
+    policy: Literal["latest", "pinned", "list"] = Field(
+        "latest",
+        description="Which version serves, as TF Serving's version policy: the newest; `version`; or the "
+        "newest of `versions` present. Reloaded on SIGHUP or when the config file changes.",
+    )
+    version: int | None = Field(None, ge=1, description="policy pinned: the version to serve (a rollback).")
+    versions: tuple[int, ...] = Field((), description="policy list: the versions allowed to serve.")
+    watch_interval_s: float = Field(
+        2.0, ge=0, description="How often the folder (and the config file) is checked for changes; 0: never."
+    )
+    canary_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of entities (sticky, by a hash of the entity id) whose decision comes from the "
+        "candidate: a newer version than the serving one. While a canary or shadow share is set, a new "
+        "version becomes the candidate instead of replacing the serving one.",
+    )
+    shadow_share: float = Field(
+        0.0, ge=0, le=1, description="Share of entities the candidate also scores, into shadow_score only."
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: the first GPU TensorFlow sees, else the CPU; gpu fails start-up without one."
+    )
+    jit_compile: bool = Field(False, description="Compile the serving signature with XLA (must support its ops).")
+    public_key: Path | None = Field(
+        None,
+        description="Require a model-signing signature (model.sig in the version folder) made with the "
+        "private key of this PEM public key; unsigned or mis-signed versions are refused.",
+    )
     feature_spec: Path | None = Field(
         None, description="Spec `model export-demo` trains with; a package serves its own copy."
     )
@@ -97,6 +126,22 @@ class ModelSettings(Section):
     entity_field: str = Field("card_id", description="Input field the score is about.")
     key_field: str = Field("event_id", description="Input field copied as the event id.")
     time_field: str = Field("event_time", description="Input field holding event time (ms).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_alone_pins(cls, data: Any) -> Any:
+        """`model.version: 3` with no policy has always meant "serve version 3"."""
+        if isinstance(data, dict) and data.get("version") is not None and "policy" not in data:
+            return {**data, "policy": "pinned"}
+        return data
+
+    @model_validator(mode="after")
+    def _policy_complete(self) -> ModelSettings:
+        if self.policy == "pinned" and self.version is None:
+            raise ValueError("policy pinned needs model.version")
+        if self.policy == "list" and not self.versions:
+            raise ValueError("policy list needs model.versions, e.g. [3, 4]")
+        return self
 
 
 class DeliverySettings(Section):

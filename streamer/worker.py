@@ -13,12 +13,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
 from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_rows
+from streamer.device import label as device_label
+from streamer.device import serving_device
 from streamer.drift import SCORE, Baseline
 from streamer.drift_tap import DriftTap
 from streamer.errors import Fatal, OutputsLost, Retriable
@@ -26,10 +29,12 @@ from streamer.features import FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
 from streamer.kafka.producer import Headers, KafkaSink
+from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
-from streamer.model import LoadedModel, load_model
+from streamer.model import LoadedModel, load_package
+from streamer.preprocess import Entity
 from streamer.records import DeadLetter, EventBatch, now_ms
-from streamer.settings import Settings
+from streamer.settings import ModelSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,13 @@ class RunStats:
 
 
 class Worker:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float] = time.monotonic, config_path: Path | None = None
+    ) -> None:
+        """`config_path`: where `settings` came from; its model section is re-read on SIGHUP and
+        when the file changes (version pins, canary and shadow shares)."""
         self.settings = settings
+        self.config_path = config_path
         self.clock = clock
         self.input_codec = input_codec(settings)
         self.scored_codec = AvroCodec(settings.schemas.scored)
@@ -79,43 +89,63 @@ class Worker:
         self.checkpoint = Checkpoint(
             self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock
         )
-        self.model: LoadedModel | None = None
+        self.lifecycle: ModelLifecycle | None = None
+        self._entity_features: tuple[Entity, ...] | None = None
+        self.device = "/CPU:0"
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
         self.drift: DriftTap | None = None
         self._warm = False
         self._paused = False
         self._completed = 0  # events scored or dead-lettered: bounds `run(max_events=…)` cheaply
+        self._last_batch_end: float | None = None
+        self._swapped_after: float | None = None  # end of the last batch before a swap, until the next one
         self._stop = threading.Event()
+
+    @property
+    def model(self) -> LoadedModel:
+        """The primary: the model whose spec and baseline the features and drift taps follow."""
+        assert self.lifecycle is not None and self.lifecycle.serving is not None, "start() first"
+        return self.lifecycle.serving.primary
 
     def start(self) -> None:
         """Everything that can refuse to start does so here, before the group sees this member."""
-        self.model = load_model(self.settings.model, self.input_codec.field_types)
-        self.metrics.model_info.labels(self.model.name, str(self.model.version), "cpu").set(1)
+        self.device = serving_device(self.settings.model.device)
+        self.lifecycle = ModelLifecycle(
+            self.settings.model,
+            self._load_version,
+            self.settings.batching.allowed_batch_sizes,
+            self.config_path,
+            self._export_serving,
+            lambda version, reason: self.metrics.model_refused.inc(),
+        )
+        model = self.lifecycle.start().primary
         self.features = FeatureStore(
-            self.settings.features, self.model.spec, self.metrics, self.settings.model.time_field, self.clock
+            self.settings.features, model.spec, self.metrics, self.settings.model.time_field, self.clock
         )
         self.features.check_schema(self.input_codec.field_types)
         self.features.start()
         if self.settings.drift.enabled:
-            self.drift = self._drift_tap(self.model)
-        started = time.monotonic()
-        sizes = self.settings.batching.allowed_batch_sizes
-        self.model.warm_up(sizes)
-        elapsed = time.monotonic() - started
-        log.info(
-            "model %s v%d warm on sizes %s in %.2f s",
-            self.model.name,
-            self.model.version,
-            sizes,
-            elapsed,
-            extra={"event": "model_ready", "model": self.model.name, "version": self.model.version},
-        )
+            self.drift = self._drift_tap(model)
         self._warm = True
         self.sink.start(self.settings.delivery.flush_timeout_s)
         self.source.start()
 
-    def _drift_tap(self, model: LoadedModel) -> DriftTap | None:
+    def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
+        """Load one version and check it can replace the first: a version that needs other
+        entity features or lacks a usable drift baseline is refused (it needs a restart)."""
+        model = load_package(settings, version, self.input_codec.field_types, self.device)
+        entity = model.spec.entity_features()
+        if self._entity_features is None:
+            self._entity_features = entity
+        elif entity != self._entity_features:
+            raise Fatal(
+                f"model {model.name} v{version}: its entity features differ from the serving ones; restart to serve it"
+            )
+        self._baseline(model)
+        return model
+
+    def _baseline(self, model: LoadedModel) -> Baseline:
         try:
             baseline = Baseline.from_dict(model.baseline)
         except ValueError as exc:
@@ -127,10 +157,22 @@ class Worker:
                 f"model {model.name} v{model.version}: baseline.json has columns {unknown} that neither the input "
                 "schema nor the entity features provide; fix schemas.input or re-export the package"
             )
+        return baseline
+
+    def _drift_tap(self, model: LoadedModel) -> DriftTap | None:
+        baseline = self._baseline(model)
         if not baseline.features:
             log.warning("model %s v%d has no drift baseline: drift is off", model.name, model.version)
             return None
         return DriftTap(self.settings, baseline, model.version, self.sink, self.metrics)
+
+    def _export_serving(self, serving: Serving) -> None:
+        info = self.metrics.model_info
+        info.clear()
+        where = device_label(self.device)
+        info.labels(serving.primary.name, str(serving.primary.version), where, "primary").set(1)
+        if serving.candidate is not None:
+            info.labels(serving.candidate.name, str(serving.candidate.version), where, "candidate").set(1)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready = model warm, partitions assigned, producer without a fatal error."""
@@ -145,12 +187,17 @@ class Worker:
     def stop(self) -> None:
         self._stop.set()
 
+    def _reload(self) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.request_reload()
+
     def run(self, max_events: int | None = None, timeout_s: float | None = None) -> RunStats:
         """Serve until stopped, or until `max_events` are done or `timeout_s` passes (for tests)."""
         previous_handlers = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous_handlers[signum] = signal.signal(signum, lambda *_: self.stop())
+            previous_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: self._reload())
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         served = self.settings.metrics
         if served.enabled:
@@ -168,6 +215,8 @@ class Worker:
                     break
             self._drain()
         finally:
+            if self.lifecycle is not None:
+                self.lifecycle.close()
             self.source.close()
             self.sink.close(self.settings.delivery.flush_timeout_s)
             if self.health is not None:
@@ -196,12 +245,37 @@ class Worker:
             self.batcher.add(events)
         elif self.drift is not None and not len(self.batcher):
             self.drift.idle()
+        self._swap_models()
         while len(self.batcher) and self.batcher.ready():
             self._score(self.batcher.take())
         self.sink.poll()
         self._apply_backpressure()
         if self.checkpoint.due():
             self._commit()
+
+    def _swap_models(self) -> None:
+        """Between batches: take what the model watcher prepared (already loaded and warm)."""
+        assert self.lifecycle is not None
+        previous = self.lifecycle.serving
+        swapped = self.lifecycle.swap_if_ready()
+        if swapped is None or previous is None:
+            return
+        self.metrics.model_swaps.inc()
+        self._swapped_after = self._last_batch_end
+        primary = swapped.primary
+        if primary.version != previous.primary.version and self.drift is not None:
+            self.drift.flush()  # windows of one version are judged against that version's baseline
+            self.drift = self._drift_tap(primary)
+        candidate = swapped.candidate
+        log.info(
+            "serving model %s v%d%s",
+            primary.name,
+            primary.version,
+            f", candidate v{candidate.version} (canary {swapped.canary_share:.0%}, shadow {swapped.shadow_share:.0%})"
+            if candidate
+            else "",
+            extra={"event": "model_swap", "version": primary.version, "candidate": candidate and candidate.version},
+        )
 
     def _apply_backpressure(self) -> None:
         """Pause input while too many outputs await acknowledgement (a slow or absent broker);
@@ -217,18 +291,19 @@ class Worker:
             log.info("resumed input", extra={"event": "resume"})
 
     def _score(self, events: EventBatch) -> None:
-        assert self.model is not None and self.features is not None
+        assert self.lifecycle is not None and self.lifecycle.serving is not None and self.features is not None
         settings, metrics = self.settings, self.metrics
         with metrics.time_stage("features"):
             enrichment = self.features.enrich(events)
         with metrics.time_stage("infer"):
             scored, rejected = pipeline.score_batch(
-                self.model,
+                self.lifecycle.serving,
                 events,
                 settings.batching.allowed_batch_sizes,
                 settings.model.alert_threshold,
                 now_ms(),
                 enrichment,
+                settings.model.entity_field,
             )
         if rejected:
             self._dead_letter([self._rejected(events, row, reason) for row, reason in sorted(rejected.items())])
@@ -253,6 +328,10 @@ class Worker:
         metrics.alerts.inc(int(scored.alerts.sum()))
         metrics.batches.inc()
         metrics.batch_size.observe(len(events))
+        self._last_batch_end = self.clock()
+        if self._swapped_after is not None:
+            metrics.model_swap_gap.set(self._last_batch_end - self._swapped_after)
+            self._swapped_after = None
         for latency_ms in (scored.scored_at_ms - events.columns[model.time_field]).tolist():
             metrics.end_to_end_seconds.observe(latency_ms / 1000)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,37 +29,66 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 STRICT_MAX_AMOUNT = 1e6  # the strict model refuses larger amounts, as a graph validating its input would
 STRICT_NAN_AMOUNT = 4242.42  # and scores NaN for exactly this amount
 
+ScoreTransform = Callable[[dict[str, Any], Any], Any]
 
-@pytest.fixture(scope="session")
-def strict_model(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo package behind a serving signature that asserts on `amount` and can score NaN:
-    the two ways a model rejects an event that decoded fine."""
+
+def wrap_package(source: Path, target: Path, transform: ScoreTransform) -> Path:
+    """A new package whose serving signature is `source`'s with `transform(inputs, scores)` applied:
+    the same inputs, spec and baseline, another behaviour, sealed by its own manifest."""
     import shutil
 
     import tensorflow as tf
 
     from streamer.model import BASELINE_FILE, SPEC_FILE, write_manifest
 
-    source = demo_model / "1"
     inner = tf.saved_model.load(str(source))
     serving = inner.signatures["serving_default"]
     _, specs = serving.structured_input_signature
     names = list(specs)
 
     @tf.function(input_signature=[tf.TensorSpec([None], specs[n].dtype, name=n) for n in names])
-    def serve(*columns: tf.Tensor) -> dict[str, tf.Tensor]:
+    def serve(*columns: Any) -> dict[str, Any]:
         inputs = dict(zip(names, columns, strict=True))
-        amount = tf.cast(inputs["amount"], tf.float64)
-        tf.debugging.assert_less_equal(amount, tf.constant(STRICT_MAX_AMOUNT, tf.float64), "amount out of range")
-        scores = serving(**inputs)["score"]
-        return {"score": tf.where(amount == STRICT_NAN_AMOUNT, tf.constant(float("nan"), scores.dtype), scores)}
+        return {"score": transform(inputs, serving(**inputs)["score"])}
 
     module = tf.Module()
     module.inner = inner
-    base = tmp_path_factory.mktemp("strict") / "fraud"
-    target = base / "1"
     tf.saved_model.save(module, str(target), signatures={"serving_default": serve})
     for name in (SPEC_FILE, BASELINE_FILE):
         shutil.copy(source / name, target / name)
     write_manifest(target)
+    return target
+
+
+def drop_version(base: Path, source: int, version: int) -> Path:
+    """Copy a version under a staging name, then rename, as `export_package` does: a watcher
+    never sees half a folder."""
+    import shutil
+
+    staging = base / f".{version}-staging"
+    shutil.copytree(base / str(source), staging)
+    return staging.rename(base / str(version))
+
+
+def tamper(package: Path) -> None:
+    """Flip one byte of the variables: the manifest check must catch it."""
+    variables = next((package / "variables").glob("*.data-*"))
+    data = bytearray(variables.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    variables.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def strict_model(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo package behind a serving signature that asserts on `amount` and can score NaN:
+    the two ways a model rejects an event that decoded fine."""
+    import tensorflow as tf
+
+    def strict(inputs: dict[str, Any], scores: Any) -> Any:
+        amount = tf.cast(inputs["amount"], tf.float64)
+        tf.debugging.assert_less_equal(amount, tf.constant(STRICT_MAX_AMOUNT, tf.float64), "amount out of range")
+        return tf.where(amount == STRICT_NAN_AMOUNT, tf.constant(float("nan"), scores.dtype), scores)
+
+    base = tmp_path_factory.mktemp("strict") / "fraud"
+    wrap_package(demo_model / "1", base / "1", strict)
     return base

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -291,3 +292,30 @@ def samples(port: int) -> Scraped:
 def value(scraped: Scraped, name: str) -> float:
     """The sum of a metric's samples over all label values."""
     return sum(v for (n, _), v in scraped.items() if n == name)
+
+
+class SteadyProducer(threading.Thread):
+    """Payments at a fixed rate, keyed by card, event time = send time."""
+
+    def __init__(self, settings: Settings, total: int, rate: float, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.total, self.rate = settings, total, rate
+        columns, _ = synth_payments(total, np.random.default_rng(), id_prefix=prefix)
+        self.ids = list(columns["event_id"])
+        self.rows = rows_of(columns)
+
+    def run(self) -> None:
+        codec = AvroCodec(self.settings.schemas.input)
+        producer = Producer({**self.settings.admin_config(), "linger.ms": 5})
+        started = time.monotonic()
+        for i, row in enumerate(self.rows):
+            time.sleep(max(started + i / self.rate - time.monotonic(), 0))
+            row["event_time"] = int(time.time() * 1000)
+            while True:
+                try:
+                    producer.produce(self.settings.topics.input, codec.encode_one(row), row["card_id"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(60) == 0

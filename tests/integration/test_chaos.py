@@ -17,49 +17,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-from confluent_kafka import Producer
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
 from streamer.settings import Settings
 from streamer.worker import Worker
 from tests.conftest import ROOT, SCHEMAS
-from tests.integration.conftest import PrivateStack, SettingsFactory, read_topic
+from tests.integration.conftest import PrivateStack, SettingsFactory, SteadyProducer, read_topic
 from tests.integration.test_cli import write_config
 
 KILLS = int(os.environ.get("STREAMER_CHAOS_KILLS", "5"))
 MODES = ["at_least_once", "exactly_once"]
 # The broker's minimum session: a killed member is noticed within seconds, not the default 45.
 FAST_SESSIONS = {"consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}}
-
-
-class SteadyProducer(threading.Thread):
-    """Payments at a fixed rate, keyed by card, event time = send time."""
-
-    def __init__(self, settings: Settings, total: int, rate: float, prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.settings, self.total, self.rate = settings, total, rate
-        columns, _ = synth_payments(total, np.random.default_rng(), id_prefix=prefix)
-        self.ids = list(columns["event_id"])
-        self.rows = rows_of(columns)
-
-    def run(self) -> None:
-        codec = AvroCodec(self.settings.schemas.input)
-        producer = Producer({**self.settings.admin_config(), "linger.ms": 5})
-        started = time.monotonic()
-        for i, row in enumerate(self.rows):
-            time.sleep(max(started + i / self.rate - time.monotonic(), 0))
-            row["event_time"] = int(time.time() * 1000)
-            while True:
-                try:
-                    producer.produce(self.settings.topics.input, codec.encode_one(row), row["card_id"].encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
-        assert producer.flush(60) == 0
 
 
 def spawn(config: Path, worker_id: str, static: bool = False) -> subprocess.Popen[bytes]:

@@ -55,4 +55,5 @@ def test_scraped_counters_match_and_lag_drains_to_zero(make_settings: SettingsFa
     lag = {labels: v for (name, labels), v in final.items() if name == "streamer_consumer_lag"}
     assert len(lag) == 4 and set(lag.values()) == {0.0}
     assert value(final, "streamer_stage_seconds_count") > 0
-    assert final[("streamer_model_info", (("device", "cpu"), ("name", "fraud"), ("version", "1")))] == 1
+    info = (("device", "cpu"), ("name", "fraud"), ("role", "primary"), ("version", "1"))
+    assert final[("streamer_model_info", info)] == 1

@@ -6,29 +6,53 @@ import pytest
 
 from streamer.codec import AvroCodec
 from streamer.errors import Fatal
-from streamer.model import MANIFEST, _digests, load_model, resolve_version, verify_package
+from streamer.model import (
+    MANIFEST,
+    _digests,
+    available_versions,
+    choose_version,
+    initial_version,
+    load_model,
+    load_package,
+    sign_package,
+    verify_package,
+    verify_signature,
+)
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS
 
 FIELDS = AvroCodec(SCHEMAS / "payment.avsc").field_types
 
 
-def test_newest_version_unless_pinned(tmp_path: Path) -> None:
+def test_version_policies(tmp_path: Path) -> None:
     for v in ("1", "3", "10", "notes", ".2-staging"):
         (tmp_path / v).mkdir()
-    assert resolve_version(tmp_path, None) == (10, tmp_path / "10")
-    assert resolve_version(tmp_path, 3) == (3, tmp_path / "3")
+    found = available_versions(tmp_path)
+    assert found == [1, 3, 10]
+    latest = ModelSettings(path=tmp_path)
+    assert choose_version(latest, found) == 10
+    assert choose_version(latest, found, refused={10}) == 3
+    assert choose_version(ModelSettings(path=tmp_path, version=3), found) == 3  # a version alone pins
+    assert choose_version(ModelSettings(path=tmp_path, policy="list", versions=(1, 3)), found) == 3
+    assert choose_version(ModelSettings(path=tmp_path, policy="pinned", version=2), found) is None
 
 
 def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(Fatal, match="export-demo"):
-        resolve_version(tmp_path / "absent", None)
+        initial_version(ModelSettings(path=tmp_path / "absent"))
 
 
 def test_pinned_version_absent(tmp_path: Path) -> None:
     (tmp_path / "1").mkdir()
-    with pytest.raises(Fatal, match=r"model.version 2: not in .* \(found \[1\]\)"):
-        resolve_version(tmp_path, 2)
+    with pytest.raises(Fatal, match=r"policy pinned wants version 2, found \[1\]"):
+        initial_version(ModelSettings(path=tmp_path, version=2))
+
+
+def test_incomplete_policies_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"policy list needs model\.versions"):
+        ModelSettings(path=tmp_path, policy="list")
+    with pytest.raises(ValueError, match=r"policy pinned needs model\.version"):
+        ModelSettings(path=tmp_path, policy="pinned")
 
 
 @pytest.fixture
@@ -91,3 +115,27 @@ def test_signature_needs_fields_the_schema_lacks(demo_model: Path) -> None:
 def test_unknown_output_is_fatal(demo_model: Path) -> None:
     with pytest.raises(Fatal, match="no output 'prob'"):
         load_model(ModelSettings(path=demo_model, score_output="prob"), FIELDS)
+
+
+def test_signed_package_verifies_and_a_tampered_one_is_refused(package: Path, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    settings = ModelSettings(path=package.parent, public_key=public)
+    with pytest.raises(Fatal, match=r"no model\.sig"):
+        load_package(settings, 1, FIELDS)
+    sign_package(package, private)
+    verify_package(package)  # the signature file is not part of the manifest
+    assert load_package(settings, 1, FIELDS).version == 1
+    baseline = package / "baseline.json"
+    baseline.write_text(baseline.read_text() + " ")
+    with pytest.raises(Fatal, match="signature check failed"):
+        verify_signature(package, public)

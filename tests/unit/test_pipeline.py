@@ -6,6 +6,7 @@ import tensorflow as tf
 from streamer.codec import AvroCodec
 from streamer.demo import synth_payments
 from streamer.features import replay_aggregates
+from streamer.lifecycle import Serving
 from streamer.model import load_model
 from streamer.pipeline import padded_size, score, score_batch, to_tensors
 from streamer.records import EventBatch
@@ -48,7 +49,7 @@ def test_rejected_rows_are_isolated_and_the_rest_scored_as_alone(strict_model: P
     columns["amount"][299] = STRICT_NAN_AMOUNT
     events = EventBatch(columns, np.zeros(300, np.int32), np.arange(300, dtype=np.int64), [None] * 300)
 
-    scored, rejected = score_batch(model, events, (64, 256), 0.5, 0)
+    scored, rejected = score_batch(Serving(model), events, (64, 256), 0.5, 0)
 
     assert sorted(rejected) == [7, 150, 151, 299]
     assert all("amount out of range" in rejected[row] for row in (7, 150, 151)), rejected

@@ -1,0 +1,50 @@
+"""Where the model runs: the first GPU TensorFlow sees, else the CPU.
+
+Only the placement is decided here. TensorFlow itself keeps the ops without a GPU kernel (string
+lookups of the preprocessing graph) on the CPU under soft placement, which is its default. A GPU
+deployment needs an image with the CUDA-enabled `tensorflow` wheel instead of `tensorflow-cpu`
+(NVIDIA driver on the host, the NVIDIA container toolkit, and `nvidia.com/gpu: 1` in the pod's
+limits); memory growth is turned on, so TensorFlow does not reserve the whole GPU at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from streamer.errors import Fatal
+
+log = logging.getLogger(__name__)
+
+Requested = Literal["auto", "cpu", "gpu"]
+
+
+def choose_device(requested: Requested, visible_gpus: Sequence[str]) -> str:
+    """A TensorFlow device string for `model.device`, given the GPUs TensorFlow lists."""
+    if requested == "cpu" or (requested == "auto" and not visible_gpus):
+        return "/CPU:0"
+    if not visible_gpus:
+        raise Fatal(
+            "model.device is gpu but TensorFlow sees no GPU; install the CUDA-enabled tensorflow wheel and "
+            "the NVIDIA driver, or set model.device: auto"
+        )
+    return "/GPU:0"
+
+
+def serving_device(requested: Requested) -> str:
+    """`choose_device` for this process, with memory growth set on the GPUs it will use."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    device = choose_device(requested, [g.name for g in gpus])
+    if device.startswith("/GPU"):
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+    log.info("model device %s (GPUs visible: %d)", device, len(gpus), extra={"event": "device", "device": device})
+    return device
+
+
+def label(device: str) -> str:
+    """The `device` label of streamer_model_info: cpu or gpu."""
+    return "gpu" if device.startswith("/GPU") else "cpu"
