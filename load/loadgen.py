@@ -299,7 +299,14 @@ def main() -> None:
         worker.wait(60)
     summary = summarize(timeline, rate, args.duration, ready_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "timeline": vars(timeline)}, indent=1))
+    per_second = {
+        "sent": timeline.sent,
+        "scored": timeline.scored,
+        "p50_ms": [float(np.percentile(x, 50)) if x else None for x in timeline.latencies],
+        "p99_ms": [float(np.percentile(x, 99)) if x else None for x in timeline.latencies],
+        "rss_mib": timeline.rss_mib,
+    }
+    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "per_second": per_second}, indent=1))
     plot(timeline, summary, args.out.with_suffix(".png"))
     print(json.dumps(summary, indent=1))
     if "rss_growth" in summary:
