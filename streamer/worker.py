@@ -1,6 +1,10 @@
-"""The loop that joins the stages: consume → decode → batch → infer → encode → produce → commit.
+"""The loop that joins the stages: consume → decode → batch → features → infer → encode → produce
+→ commit.
 
-One thread owns everything, so rebalance callbacks (which run inside `poll`) never race a batch.
+One thread owns the loop, so rebalance callbacks (which run inside `poll`) never race a batch.
+The one exception is the Redis round trip of the feature stage: it runs on a helper thread
+while the loop finishes the batch before (infer, encode, produce), since waiting on a socket
+releases the GIL. Batches still go through Redis in order, one at a time.
 SIGTERM and SIGINT set a flag; the loop then scores what it holds, checkpoints, and closes the
 consumer last (a commit after close would be lost).
 """
@@ -12,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,7 @@ from streamer.device import serving_device
 from streamer.drift import SCORE, Baseline
 from streamer.drift_tap import DriftTap
 from streamer.errors import Fatal, OutputsLost, Retriable
-from streamer.features import FeatureStore
+from streamer.features import Enrichment, FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
 from streamer.kafka.producer import Headers, KafkaSink
@@ -101,6 +106,8 @@ class Worker:
         self._last_batch_end: float | None = None
         self._swapped_after: float | None = None  # end of the last batch before a swap, until the next one
         self._stop = threading.Event()
+        self._enricher = ThreadPoolExecutor(1, thread_name_prefix="features")  # one: aggregates apply in order
+        self._in_flight: tuple[EventBatch, Future[Enrichment]] | None = None  # features loading
 
     @property
     def model(self) -> LoadedModel:
@@ -217,6 +224,7 @@ class Worker:
         finally:
             if self.lifecycle is not None:
                 self.lifecycle.close()
+            self._enricher.shutdown()
             self.source.close()
             self.sink.close(self.settings.delivery.flush_timeout_s)
             if self.health is not None:
@@ -232,7 +240,9 @@ class Worker:
         return RunStats.of(self.metrics)
 
     def _step(self) -> None:
-        wait = self.batcher.wait_s()
+        # A batch loading its features was kept in flight because input was backed up: take what
+        # has arrived without blocking, so the next batch can overlap it, or finish it below.
+        wait = 0.0 if self._in_flight is not None else self.batcher.wait_s()
         # librdkafka's consume() returns when it has `room` messages or the timeout passes; while
         # idle, ask for one, so the first event starts its batch's clock the moment it arrives.
         with self.metrics.time_stage("poll"):
@@ -246,8 +256,13 @@ class Worker:
         elif self.drift is not None and not len(self.batcher):
             self.drift.idle()
         self._swap_models()
+        backed_up = False
         while len(self.batcher) and self.batcher.ready():
-            self._score(self.batcher.take())
+            batch = self.batcher.take()
+            self._submit(batch)
+            backed_up = len(batch) >= self.settings.batching.max_batch_size
+        if not backed_up:  # no next batch is coming at once: finish now, latency first
+            self._finish_in_flight()
         self.sink.poll()
         self._apply_backpressure()
         if self.checkpoint.due():
@@ -290,11 +305,36 @@ class Worker:
             self._paused = False
             log.info("resumed input", extra={"event": "resume"})
 
-    def _score(self, events: EventBatch) -> None:
-        assert self.lifecycle is not None and self.lifecycle.serving is not None and self.features is not None
+    def _submit(self, events: EventBatch) -> None:
+        """Start this batch's Redis round trip, and finish the batch before while it runs."""
+        assert self.features is not None
+        future = self._enricher.submit(self.features.enrich, events)
+        self._finish_in_flight()
+        self._in_flight = (events, future)
+
+    def _finish_in_flight(self, without_partitions: list[int] | None = None) -> None:
+        if self._in_flight is None:
+            return
+        events, future = self._in_flight
+        self._in_flight = None
+        with self.metrics.time_stage("features"):  # the wait the overlap did not hide
+            enrichment = future.result()
+        if without_partitions:
+            keep = ~np.isin(events.partitions, without_partitions)
+            if not keep.any():
+                return
+            events = events.take(keep)
+            enrichment = Enrichment({n: c[keep] for n, c in enrichment.columns.items()}, enrichment.degraded)
+        self._score(events, enrichment)
+
+    def _score_pending(self) -> None:
+        while len(self.batcher):
+            self._submit(self.batcher.take())
+        self._finish_in_flight()
+
+    def _score(self, events: EventBatch, enrichment: Enrichment) -> None:
+        assert self.lifecycle is not None and self.lifecycle.serving is not None
         settings, metrics = self.settings, self.metrics
-        with metrics.time_stage("features"):
-            enrichment = self.features.enrich(events)
         with metrics.time_stage("infer"):
             scored, rejected = pipeline.score_batch(
                 self.lifecycle.serving,
@@ -380,8 +420,9 @@ class Worker:
     def _commit(self) -> None:
         if self.sink.transactional:
             # A transaction must hold no output beyond its offsets: score what is pending first.
-            while len(self.batcher):
-                self._score(self.batcher.take())
+            self._score_pending()
+        else:
+            self._finish_in_flight()  # its events are not in the batcher's pending floor
         try:
             with self.metrics.time_stage("commit"):
                 self.checkpoint.commit(self.batcher.lowest_pending_offsets())
@@ -393,14 +434,16 @@ class Worker:
 
     def _rewind(self) -> None:
         """Back to the last commit: abort (or replace) the producer, forget pending work, seek."""
+        if self._in_flight is not None:  # replayed from the last commit; Redis counts it once
+            self._in_flight[1].result()
+            self._in_flight = None
         self.sink.abort(self.settings.delivery.flush_timeout_s)
         self.batcher.clear()
         self.checkpoint.clear()
         self.source.rewind()
 
     def _drain(self) -> None:
-        while len(self.batcher):
-            self._score(self.batcher.take())
+        self._score_pending()
         if self.drift is not None:
             self.drift.flush()
         self._commit()
@@ -408,6 +451,7 @@ class Worker:
     def _on_revoke(self, partitions: list[int]) -> None:
         """Pending events of revoked partitions are dropped (the new owner replays them from the
         last commit); everything already produced is flushed and committed while still owned."""
+        self._finish_in_flight()  # its partitions are still owned: its outputs go out and commit
         dropped = self.batcher.drop_partitions(partitions)
         if dropped:
             log.info("dropped %d pending events of revoked partitions", dropped)
@@ -415,5 +459,6 @@ class Worker:
         self.checkpoint.forget(partitions)
 
     def _on_lost(self, partitions: list[int]) -> None:
+        self._finish_in_flight(without_partitions=partitions)
         self.batcher.drop_partitions(partitions)
         self.checkpoint.forget(partitions)
