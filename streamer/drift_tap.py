@@ -69,16 +69,20 @@ class DriftTap:
 
     def _publish(self, windows: list[WindowCounts]) -> None:
         self._count_left_out()
+        report = None
         for window in windows:
             report = evaluate(window, self.baseline, self.settings.drift)
-            self._export(report)
+            self.metrics.drift_windows.labels(report.status).inc()
             topic = self.settings.topics.drift
             if topic:
                 key = f"{window.kind}:{window.start_ms}".encode()  # a window's records share a partition
                 self.sink.produce(topic, key, self.codec.encode_one(to_avro_record(report)))
+            if self._summaries is not None:
+                self._summarize(report)
             alerting = sorted(n for n, f in report.features.items() if f.status == "alert")
-            log.log(
-                logging.WARNING if alerting else logging.INFO,
+            level = {"alert": logging.WARNING, "warn": logging.INFO}.get(report.status, logging.DEBUG)
+            log.log(  # every window is on the drift topic and in the gauges: log the ones that drift
+                level,
                 "drift window [%d, %d): %d events, %s%s",
                 window.start_ms,
                 window.end_ms,
@@ -87,30 +91,35 @@ class DriftTap:
                 f" ({', '.join(alerting)})" if alerting else "",
                 extra={"event": "drift_window", "status": report.status, "drifted": alerting},
             )
+        if report is not None:  # gauges show the latest window: a replay closes several per batch
+            self._export(report)
 
-    def _export(self, report: WindowReport) -> None:
-        self.metrics.drift_windows.labels(report.status).inc()
-        values = [
+    @staticmethod
+    def _values(report: WindowReport) -> list[tuple[str, Metric, float]]:
+        return [
             (name, metric, value)
             for name, drift in report.features.items()
             for metric in get_args(Metric)
             if (value := drift.metric(metric)) is not None
         ]
+
+    def _export(self, report: WindowReport) -> None:
         for name, drift in report.features.items():
             self.metrics.drift_status.labels(name).set(DRIFT_STATUS_CODES[drift.status])
-        for name, metric, value in values:
+        for name, metric, value in self._values(report):
             self.metrics.drift_value.labels(name, metric).set(value)
-        if self._summaries is not None:
-            import tensorflow as tf
-            from tensorflow.core.framework.summary_pb2 import DATA_CLASS_SCALAR, SummaryMetadata
 
-            # tf.summary.scalar needs the tensorboard package; this is what it writes, without it
-            metadata = SummaryMetadata(data_class=DATA_CLASS_SCALAR)
-            metadata.plugin_data.plugin_name = "scalars"
-            with self._summaries.as_default(step=report.window.start_ms // 1000):
-                for name, metric, value in values:
-                    tf.summary.write(f"drift/{name}/{metric}", tf.constant(value, tf.float32), metadata=metadata)
-            self._summaries.flush()
+    def _summarize(self, report: WindowReport) -> None:
+        import tensorflow as tf
+        from tensorflow.core.framework.summary_pb2 import DATA_CLASS_SCALAR, SummaryMetadata
+
+        # tf.summary.scalar needs the tensorboard package; this is what it writes, without it
+        metadata = SummaryMetadata(data_class=DATA_CLASS_SCALAR)
+        metadata.plugin_data.plugin_name = "scalars"
+        with self._summaries.as_default(step=report.window.start_ms // 1000):
+            for name, metric, value in self._values(report):
+                tf.summary.write(f"drift/{name}/{metric}", tf.constant(value, tf.float32), metadata=metadata)
+        self._summaries.flush()
 
     def _count_left_out(self) -> None:
         for reason, total in (("late", self.monitor.late_events), ("future", self.monitor.future_events)):

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
-from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_rows
+from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_columns
 from streamer.device import label as device_label
 from streamer.device import serving_device
 from streamer.drift import SCORE, Baseline
@@ -353,9 +353,8 @@ class Worker:
                 self.drift.observe(scored.events.columns, scored.scores, events.columns[settings.model.time_field])
         with metrics.time_stage("encode"):
             model = settings.model
-            values = self.scored_codec.encode(
-                scored_rows(scored, model.key_field, model.entity_field, model.time_field)
-            )
+            columns = scored_columns(scored, model.key_field, model.entity_field, model.time_field)
+            values = self.scored_codec.encode_columns(columns, len(scored.events))
         with metrics.time_stage("produce"):
             alerts_topic = settings.topics.alerts
             for key, value, alert in zip(events.keys, values, scored.alerts.tolist(), strict=True):

@@ -1,5 +1,6 @@
 import json
 import math
+import random
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -123,3 +124,37 @@ def test_unknown_ids_are_fetched_from_a_schema_registry(tmp_path: Path) -> None:
         server.shutdown()
     assert list(batch.offsets) == [0]
     assert len(dead) == 1 and "schema registry lookup failed" in dead[0].error_message
+
+
+def test_columnar_encoding_is_byte_for_byte_fastavro() -> None:
+    codec = AvroCodec(SCHEMAS / "scored_payment.avsc")
+    rng = random.Random(7)
+    rows = [
+        {
+            "event_id": rng.choice(["", "é€😀", f"e{i}", "x" * 300]),
+            "entity_id": f"card-{i % 77:07d}",
+            "event_time": rng.choice([0, -1, 63, 64, -65, 2**62, -(2**63), 2**63 - 1, 1_795_900_000_000 + i]),
+            "score": rng.choice([0.0, -0.0, 1e-300, math.inf, rng.random()]),
+            "alert": rng.random() < 0.3,
+            "model_name": "fraud",
+            "model_version": rng.choice([1, 2, 300]),
+            "scored_at": 1_795_900_000_100,
+            "features_degraded": rng.random() < 0.5,
+            "shadow_score": rng.choice([None, 0.5, -1e10]),
+            "shadow_version": rng.choice([None, 2, 2**40]),
+            "source_partition": rng.choice([0, 3, -1, 2**31 - 1]),
+            "source_offset": i,
+        }
+        for i in range(1000)
+    ]
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    columns |= {name: np.array(columns[name]) for name in ("event_time", "score", "alert", "source_offset")}
+    assert codec.encode_columns(columns, len(rows)) == codec.encode(rows)
+    assert codec.encode_columns({name: [] for name in columns}, 0) == []
+
+
+def test_schemas_the_columnar_encoder_does_not_cover_fall_back_to_fastavro(tmp_path: Path) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "tags", "type": {"type": "array", "items": "string"}}]}
+    (tmp_path / "r.avsc").write_text(json.dumps(schema))
+    codec = AvroCodec(tmp_path / "r.avsc")
+    assert codec.encode_columns({"tags": [["a"], []]}, 2) == codec.encode([{"tags": ["a"]}, {"tags": []}])
