@@ -1,6 +1,9 @@
 """Version policy, hot swap, refusal of a tampered version, rollback by config, canary routing."""
 
+import os
 import shutil
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -9,8 +12,9 @@ import pytest
 import yaml
 
 from streamer.codec import AvroCodec
+from streamer.errors import Fatal
 from streamer.lifecycle import BUCKETS, ModelLifecycle, entity_buckets, routed
-from streamer.model import LoadedModel, load_package
+from streamer.model import MANIFEST, LoadedModel, load_package
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS, drop_version, tamper
 
@@ -97,12 +101,64 @@ def test_pinning_in_the_config_file_rolls_back_without_a_restart(models: Path, t
     assert swapped is not None and swapped.primary.version == 1
 
 
-def test_a_rollout_makes_the_newer_version_a_candidate(models: Path) -> None:
-    settings = ModelSettings(path=models, watch_interval_s=0, canary_share=0.1, shadow_share=0.2)
-    lifecycle = ModelLifecycle(settings, load, SIZES)
+def test_a_rollout_makes_the_newer_version_a_candidate_and_zero_shares_promote_it(models: Path, tmp_path: Path) -> None:
+    model = {"path": str(models), "watch_interval_s": 0, "canary_share": 0.1, "shadow_share": 0.2}
+    config = write_config(tmp_path / "config.yaml", model)
+    lifecycle = ModelLifecycle(ModelSettings.model_validate(model), load, SIZES, config)
     assert lifecycle.start().versions == (1, None, 0.0, 0.0)  # no newer version: no candidate yet
     drop_version(models, 1, 2)
     lifecycle.check()
     swapped = lifecycle.swap_if_ready()
     assert swapped is not None
     assert swapped.versions == (1, 2, 0.1, 0.2)
+    write_config(config, {**model, "canary_share": 0, "shadow_share": 0})
+    lifecycle.request_reload()
+    lifecycle.check()
+    promoted = lifecycle.swap_if_ready()
+    assert promoted is not None and promoted.versions == (2, None, 0.0, 0.0)
+
+
+def test_the_watcher_thread_warms_every_size_off_the_scoring_thread(
+    models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warmed: list[tuple[int, tuple[int, ...], str]] = []
+    warm_up = LoadedModel.warm_up
+
+    def spy(self: LoadedModel, sizes: tuple[int, ...]) -> None:
+        warm_up(self, sizes)
+        warmed.append((self.version, sizes, threading.current_thread().name))
+
+    monkeypatch.setattr(LoadedModel, "warm_up", spy)
+    lifecycle = ModelLifecycle(ModelSettings(path=models, watch_interval_s=0.05), load, (8, 64))
+    lifecycle.start()
+    try:
+        drop_version(models, 1, 2)
+        deadline = time.monotonic() + 60
+        while (swapped := lifecycle.swap_if_ready()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert swapped is not None and swapped.primary.version == 2
+        assert warmed == [(1, (8, 64), "MainThread"), (2, (8, 64), "model-watcher")]
+    finally:
+        lifecycle.close()
+    lifecycle._thread.join(30)
+    assert not lifecycle._thread.is_alive()
+
+
+def test_a_refused_version_is_retried_once_its_manifest_changes(models: Path) -> None:
+    lifecycle = ModelLifecycle(ModelSettings(path=models, watch_interval_s=0), load, SIZES)
+    lifecycle.start()
+    tamper(drop_version(models, 1, 2))
+    lifecycle.check()
+    assert lifecycle.swap_if_ready() is None
+    shutil.copytree(models / "1" / "variables", models / "2" / "variables", dirs_exist_ok=True)  # re-copied
+    manifest = models / "2" / MANIFEST
+    os.utime(manifest, (manifest.stat().st_atime, manifest.stat().st_mtime + 10))
+    lifecycle.check()
+    swapped = lifecycle.swap_if_ready()
+    assert swapped is not None and swapped.primary.version == 2
+
+
+def test_start_up_stops_when_the_wanted_version_does_not_load(models: Path) -> None:
+    tamper(models / "1")
+    with pytest.raises(Fatal, match=r"sha256 mismatch in variables/"):
+        ModelLifecycle(ModelSettings(path=models, watch_interval_s=0), load, SIZES).start()
