@@ -13,13 +13,43 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.context_managers import Timer
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-STAGES = ("poll", "decode", "features", "infer", "drift", "encode", "produce", "commit")
 DRIFT_STATUS_CODES = {"insufficient": -1, "ok": 0, "warn": 1, "alert": 2}
 BATCH_SIZE_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram fed a micro-batch of observations at once: one numpy binning per
+    batch. `Histogram.observe` per event took 9% of the worker's time at 30k events/s."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self._bounds = np.array(buckets, dtype=np.float64)
+        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()  # scrapes read from the health server's threads
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        # Bucket `le` is inclusive: a value equal to a bound belongs to that bound's bucket.
+        counts = np.bincount(np.searchsorted(self._bounds, values, side="left"), minlength=len(self._counts))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterable[HistogramMetricFamily]:
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts).tolist(), self._sum
+        bounds = [*(str(bound) for bound in self._bounds.tolist()), "+Inf"]
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=list(zip(bounds, cumulative, strict=True)), sum_value=total
+        )
 
 
 @dataclass(frozen=True)
@@ -32,7 +62,7 @@ class Metrics:
     batches: Counter
     batch_size: Histogram
     stage_seconds: Histogram
-    end_to_end_seconds: Histogram
+    end_to_end_seconds: BatchHistogram
     consumer_lag: Gauge
     cache_hits: Counter
     cache_misses: Counter
@@ -75,11 +105,8 @@ class Metrics:
                 buckets=LATENCY_BUCKETS,
                 registry=r,
             ),
-            end_to_end_seconds=Histogram(
-                "streamer_end_to_end_seconds",
-                "Event time to scored-output production.",
-                buckets=LATENCY_BUCKETS,
-                registry=r,
+            end_to_end_seconds=BatchHistogram(
+                "streamer_end_to_end_seconds", "Event time to scored-output production.", LATENCY_BUCKETS, r
             ),
             consumer_lag=Gauge(
                 "streamer_consumer_lag",

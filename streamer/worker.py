@@ -371,8 +371,7 @@ class Worker:
         if self._swapped_after is not None:
             metrics.model_swap_gap.set(self._last_batch_end - self._swapped_after)
             self._swapped_after = None
-        for latency_ms in (scored.scored_at_ms - events.columns[model.time_field]).tolist():
-            metrics.end_to_end_seconds.observe(latency_ms / 1000)
+        metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[model.time_field]) / 1000)
 
     def _rejected(self, events: EventBatch, row: int, reason: str) -> DeadLetter:
         value = None if events.values is None else events.values[row]
