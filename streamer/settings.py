@@ -70,11 +70,17 @@ class SchemaSettings(Section):
 
 
 class BatchingSettings(Section):
-    max_batch_size: int = Field(1024, ge=1, description="Upper bound on events per model call.")
+    max_batch_size: int = Field(
+        4096,
+        ge=1,
+        description="Upper bound on events per model call. Under backlog a batch fills at once; 4096 drained "
+        "a backlog 1.5x faster than 1024 on the bench machine (per-batch costs amortised), 8192 no faster.",
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="Upper bound on how long the first event of a batch waits.")
     allowed_batch_sizes: tuple[int, ...] = Field(
-        (64, 256, 1024),
-        description="Batches are padded up to one of these sizes so the graph sees few shapes.",
+        (64, 256, 1024, 2048, 4096),
+        description="Batches are padded up to one of these sizes so the graph sees few shapes; each is warmed "
+        "at start-up.",
     )
 
     @field_validator("allowed_batch_sizes")
