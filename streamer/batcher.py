@@ -1,7 +1,8 @@
 """Latency-bounded micro-batches, as TF Serving's batcher: a max size and a timeout.
 
 A batch is ready when it holds `max_batch_size` events or its oldest event has waited
-`max_wait`. The queue is bounded because the worker polls at most `room()` messages. Padding to
+`max_wait`, counted from when it started waiting (in the consumer's queue, if the loop was
+busy). The queue is bounded because the worker polls at most `room()` messages. Padding to
 fixed sizes happens at the model (see `pipeline.padded_size`); the clock is injected for tests.
 """
 
@@ -30,11 +31,14 @@ class MicroBatcher:
     def room(self) -> int:
         return max(self.max_batch_size - self._pending, 0)
 
-    def add(self, events: EventBatch) -> None:
+    def add(self, events: EventBatch, waiting_since: float | None = None) -> None:
+        """`waiting_since`: when these events started waiting, if before now (they sat in the
+        consumer's queue); the batch is due `max_wait` after that."""
         if not len(events):
             return
         if self._oldest_at is None:
-            self._oldest_at = self.clock()
+            now = self.clock()
+            self._oldest_at = now if waiting_since is None else min(waiting_since, now)
         self._chunks.append(events)
         self._pending += len(events)
 

@@ -104,6 +104,7 @@ class Worker:
         self._paused = False
         self._completed = 0  # events scored or dead-lettered: bounds `run(max_events=…)` cheaply
         self._last_batch_end: float | None = None
+        self._last_poll_end: float | None = None
         self._swapped_after: float | None = None  # end of the last batch before a swap, until the next one
         self._stop = threading.Event()
         self._enricher = ThreadPoolExecutor(1, thread_name_prefix="features")  # one: aggregates apply in order
@@ -243,16 +244,28 @@ class Worker:
         # A batch loading its features was kept in flight because input was backed up: take what
         # has arrived without blocking, so the next batch can overlap it, or finish it below.
         wait = 0.0 if self._in_flight is not None else self.batcher.wait_s()
-        # librdkafka's consume() returns when it has `room` messages or the timeout passes; while
-        # idle, ask for one, so the first event starts its batch's clock the moment it arrives.
+        # librdkafka's consume() returns when it has `room` messages or the timeout passes.
+        waiting_since = None
         with self.metrics.time_stage("poll"):
-            raw = self.source.poll(1, IDLE_POLL_S) if wait is None else self.source.poll(self.batcher.room(), wait)
+            if wait is None:
+                # Nothing pending: first take what reached the consumer while the loop was busy.
+                # It has been waiting since the last poll returned (the consumer's queue is the
+                # batcher's queue, and TF Serving's timeout counts from the enqueue), so its
+                # batch's clock started then; under load the loop goes straight on to it.
+                raw = self.source.poll(self.batcher.room(), 0)
+                if len(raw):
+                    waiting_since = self._last_poll_end
+                else:  # idle: ask for one, so the first event starts its batch's clock on arrival
+                    raw = self.source.poll(1, IDLE_POLL_S)
+            else:
+                raw = self.source.poll(self.batcher.room(), wait)
+        self._last_poll_end = self.clock()
         if len(raw):
             self.metrics.events_consumed.inc(len(raw))
             with self.metrics.time_stage("decode"):
                 events, dead = self.input_codec.decode(raw)
             self._dead_letter(dead)
-            self.batcher.add(events)
+            self.batcher.add(events, waiting_since)
         elif self.drift is not None and not len(self.batcher):
             self.drift.idle()
         self._swap_models()

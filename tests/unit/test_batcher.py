@@ -43,6 +43,19 @@ def test_ready_when_oldest_event_has_waited_max_wait() -> None:
     assert batcher.ready()
 
 
+def test_events_that_waited_in_the_consumer_count_that_wait() -> None:
+    clock = FakeClock()
+    batcher = MicroBatcher(100, 0.005, clock)
+    batcher.add(events([0], [1]), waiting_since=clock.now - 0.003)  # queued while the loop was busy
+    assert abs(batcher.wait_s() - 0.002) < 1e-9  # type: ignore[operator]
+    batcher.take()
+    batcher.add(events([0], [2]), waiting_since=clock.now - 0.010)
+    assert batcher.ready()
+    batcher.take()
+    batcher.add(events([0], [3]), waiting_since=clock.now + 1)  # a clock read later never delays
+    assert abs(batcher.wait_s() - 0.005) < 1e-9  # type: ignore[operator]
+
+
 def test_take_returns_oldest_and_keeps_remainder_with_its_deadline() -> None:
     clock = FakeClock()
     batcher = MicroBatcher(2, 0.005, clock)
