@@ -7,8 +7,8 @@ on the same local broker, with the same client settings, in one run.
 (b) the worker with everything on (Redis features, model, drift, DLQ checks, metrics);
 (c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`; (b) again
     with a side stage (drift) turned off; and (b) in exactly_once mode (transactions);
-(d) latency: events at 50% of (b)'s rate for a while, p50/p99 from event time to the scored
-    event read back.
+(d) latency: events at 50% of (b)'s rate for a while from the load generator against a worker
+    process, p50/p99 from event time to the scored event read back.
 (a), (b) and (c) drain the same pre-produced backlog (the past day of event time) from the
 start, each with a fresh group, interleaved; each figure is the median of --repeats runs.
 The last line is `worker/bare throughput ratio: X.XX`.
@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import loadgen  # load/, the folder of this script, is on sys.path
 import numpy as np
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader, schemaless_writer
@@ -56,16 +57,12 @@ def fresh_settings(base: Settings, run: str, **changes: Any) -> Settings:
     return Settings.model_validate(tree)
 
 
-def produce_backlog(settings: Settings, events: int, realtime: bool = False, rate: float = 0) -> None:
+def produce_backlog(settings: Settings, events: int) -> None:
     codec = AvroCodec(settings.schemas.input)
     # the backlog holds the past day (a replay); drift counts every event, none is "from the future"
     columns, _ = synth_payments(events, np.random.default_rng(1), start_ms=time.time_ns() // 1_000_000 - 86_400_000)
     producer = Producer({**settings.admin_config(), "linger.ms": 5})
-    started = time.monotonic()
-    for i, row in enumerate(rows_of(columns)):
-        if realtime:
-            time.sleep(max(started + i / rate - time.monotonic(), 0))
-            row["event_time"] = time.time_ns() // 1_000_000
+    for row in rows_of(columns):
         while True:
             try:
                 producer.produce(settings.topics.input, codec.encode_one(row), row["card_id"].encode())
@@ -135,35 +132,29 @@ def worker_run(settings: Settings, events: int) -> tuple[float, dict[str, float]
     return events / elapsed, stages
 
 
-def latency_at(settings: Settings, rate: float, seconds: float) -> tuple[float, float]:
-    """p50/p99 ms from event time to the scored event read back, at a steady `rate`."""
-    events = int(rate * seconds)
-    reader = Consumer({**settings.admin_config(), "group.id": f"r-{uuid.uuid4().hex}", "auto.offset.reset": "latest"})
-    reader.subscribe([settings.topics.scored])
-    while not reader.assignment():
-        reader.poll(0.1)
-    codec = AvroCodec(settings.schemas.scored)
-    worker = Worker(settings)
-    runner = threading.Thread(target=worker.run, kwargs={"timeout_s": seconds + 60}, daemon=True)
-    runner.start()
-    while not worker.readiness()[0]:
-        time.sleep(0.1)
-    producer = threading.Thread(target=produce_backlog, args=(settings, events, True, rate))
-    producer.start()
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds + 30
-    while len(latencies) < events and time.monotonic() < deadline:
-        for message in reader.consume(500, 0.005):
-            if message.error() is None:
-                arrived = time.time_ns() / 1e6
-                latencies.append(arrived - codec.decode_one(message.value())["event_time"])
-    producer.join()
-    worker.stop()
-    runner.join()
-    reader.close()
-    skip = len(latencies) // 20  # the first 5% warm the path
-    p50, p99 = np.percentile(latencies[skip:], [50, 99])
-    return float(p50), float(p99)
+def latency_at(config: Path, base: Settings, run: str, rate: float, seconds: float) -> tuple[float, float]:
+    """p50/p99 ms from event time to the scored event read back, at a steady `rate`, with the
+    load generator's sender and reader against a worker process of its own (as in production:
+    the worker shares the cores with them, not the GIL)."""
+    settings = loadgen.fresh_topics(base, f"{run}-lat")
+    topics = settings.topics
+    create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+    port = loadgen.free_port()
+    worker = loadgen.spawn_worker(config, settings, port)
+    try:
+        loadgen.wait_ready(port, worker)
+        timeline, started = loadgen.Timeline(), time.monotonic()
+        reader = threading.Thread(
+            target=loadgen.read_scored, args=(settings, int(rate * seconds), started + seconds + 60, started, timeline)
+        )
+        reader.start()
+        loadgen.produce(settings, loadgen.Generator(settings, 50_000, 0.5, None), rate, seconds, timeline)
+        reader.join()
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    summary = loadgen.summarize(timeline, rate, seconds, None)
+    return summary["p50_ms"], summary["p99_ms"]
 
 
 def main() -> None:
@@ -210,9 +201,7 @@ def main() -> None:
           f" (its stage: {stages.get('drift', 0) / total:.1%} of the worker's time)")  # fmt: skip
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
     rate = worker / 2
-    latency_settings = fresh_settings(base, f"{run}-lat")
-    create_topics(latency_settings.admin_config(), latency_settings.topics.names(), topics.partitions, 1)
-    p50, p99 = latency_at(latency_settings, rate, args.latency_seconds)
+    p50, p99 = latency_at(args.config, base, run, rate, args.latency_seconds)
     print(f"(d) at 50% of (b), {rate:.0f} events/s, max_wait_ms={settings.batching.max_wait_ms:g}: "
           f"end-to-end p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
