@@ -37,9 +37,9 @@ from confluent_kafka import Consumer, Producer
 from tqdm import tqdm
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo import synth_payments
 from streamer.kafka.admin import create_topics
-from streamer.records import now_ms
+from streamer.records import RawBatch, now_ms
 from streamer.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,36 +72,45 @@ class Generator:
         self.drift_at_s = drift_at_s
         self.drawn = 0
 
-    def chunk(self, elapsed_s: float) -> list[dict[str, Any]]:
-        columns, _ = synth_payments(CHUNK, self.rng, id_prefix=f"g{self.drawn}-")
-        self.drawn += CHUNK
-        cards = self.rng.choice(self.entities, CHUNK, p=self.weights)
+    def chunk(self, elapsed_s: float, send_times_ms: np.ndarray) -> tuple[list[bytes], list[bytes]]:
+        """The next len(send_times_ms) events, encoded in one columnar pass, each stamped with the
+        time it is due to be sent: (values, keys)."""
+        n = len(send_times_ms)
+        columns, _ = synth_payments(n, self.rng, id_prefix=f"g{self.drawn}-")
+        self.drawn += n
+        cards = self.rng.choice(self.entities, n, p=self.weights)
         columns["card_id"] = np.array([f"card-{c:07d}" for c in cards], dtype=object)
+        columns["event_time"] = send_times_ms.astype(np.int64)
         if self.drift_at_s is not None and elapsed_s >= self.drift_at_s:
             columns["amount"] = np.round(columns["amount"] * 3, 2)
-            new = self.rng.random(CHUNK) < 0.1
+            new = self.rng.random(n) < 0.1
             columns["country"] = np.where(new, "ZZ", columns["country"]).astype(object)
-        return rows_of(columns)
+        return self.codec.encode_columns(columns, n), [card.encode() for card in columns["card_id"]]
 
 
 def produce(settings: Settings, generator: Generator, rate: float, duration_s: float, timeline: Timeline) -> None:
-    """Paced sends: event i leaves at start + i / rate, stamped with its send time."""
+    """Open-loop sends: event i is due at start + i / rate and stamped with that time, so a
+    sender running late adds to the measured latency instead of hiding it (no coordinated
+    omission). Events are encoded a chunk ahead, keeping the per-event work to a `produce`."""
     producer = Producer({**settings.admin_config(), "linger.ms": 2})
-    started = time.monotonic()
+    started, started_ms = time.monotonic(), now_ms()
     total = int(rate * duration_s)
-    rows: list[dict[str, Any]] = []
+    values: list[bytes] = []
+    keys: list[bytes] = []
     with tqdm(total=total, unit="ev", desc="sent", file=sys.stderr, mininterval=1.0) as bar:
         for i in range(total):
-            if not rows:
-                rows = generator.chunk(time.monotonic() - started)
-            row = rows.pop()
+            if not values:
+                due = started_ms + (i + np.arange(min(CHUNK, total - i))) * 1000 / rate
+                values, keys = generator.chunk(time.monotonic() - started, due)
+                values.reverse()
+                keys.reverse()
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            row["event_time"] = now_ms()
+            value, key = values.pop(), keys.pop()
             while True:
                 try:
-                    producer.produce(settings.topics.input, generator.codec.encode_one(row), row["card_id"].encode())
+                    producer.produce(settings.topics.input, value, key)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -129,16 +138,21 @@ def read_scored(settings: Settings, expected: int, deadline: float, started: flo
     seen = 0
     try:
         while seen < expected and time.monotonic() < deadline:
-            for message in reader.consume(1000, 0.002):  # returns at once with what it has: arrival stays exact
-                if message.error() is not None:
-                    continue
-                arrived = time.time_ns() / 1e6
-                second = int(time.monotonic() - started)
-                timeline.slot(timeline.scored, second, 0)
-                timeline.slot(timeline.latencies, second, list)
-                timeline.scored[second] += 1
-                timeline.latencies[second].append(arrived - codec.decode_one(message.value())["event_time"])
-                seen += 1
+            # returns at once with what has arrived, so one arrival time holds for all of it
+            messages = [m for m in reader.consume(1000, 0.002) if m.error() is None]
+            if not messages:
+                continue
+            arrived = time.time_ns() / 1e6
+            n = len(messages)
+            raw = RawBatch(settings.topics.scored, np.zeros(n, np.int32), np.zeros(n, np.int64), [None] * n,
+                           [m.value() for m in messages])  # fmt: skip
+            event_times = codec.decode(raw)[0].columns["event_time"]
+            second = int(time.monotonic() - started)
+            timeline.slot(timeline.scored, second, 0)
+            timeline.slot(timeline.latencies, second, list)
+            timeline.scored[second] += n
+            timeline.latencies[second].extend((arrived - event_times).tolist())
+            seen += n
     finally:
         reader.close()
 
