@@ -1,14 +1,15 @@
 """`make bench`: the worker against a bare consume → decode → encode → produce → commit loop,
 on the same local broker, with the same client settings, in one run.
 
-    .venv/bin/python load/bench.py [--events 60000] [--config configs/local.yaml]
+    .venv/bin/python load/bench.py [--events 200000] [--config configs/local.yaml]
 
 (a) bare loop: the pipe ceiling, no batching logic, no model, no Redis;
 (b) the worker with everything on (Redis features, model, drift, DLQ checks, metrics);
 (c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`; (b) again
     with a side stage (drift) turned off; and (b) in exactly_once mode (transactions);
-(d) latency: events at 50% of (b)'s rate for a while from the load generator against a worker
-    process, p50/p99 from event time to the scored event read back.
+(d) the maximum sustainable rate: the load generator against a worker process, down a ladder of
+    rates from (b)'s until the worker keeps up; then p50/p99 from event time to the scored event
+    read back at 50% of that rate.
 (a), (b) and (c) drain the same pre-produced backlog (the past day of event time) from the
 start, each with a fresh group, interleaved; each figure is the median of --repeats runs.
 The last line is `worker/bare throughput ratio: X.XX`.
@@ -38,6 +39,8 @@ from streamer.settings import Settings, load_settings
 from streamer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+RATE_LADDER = tuple(0.6 * 0.75**step for step in range(7))  # shares of the drain rate, 60% down to 11%
+KEEP_UP_GRACE_S = 5.0
 
 
 def fresh_settings(base: Settings, run: str, **changes: Any) -> Settings:
@@ -132,11 +135,11 @@ def worker_run(settings: Settings, events: int) -> tuple[float, dict[str, float]
     return events / elapsed, stages
 
 
-def latency_at(config: Path, base: Settings, run: str, rate: float, seconds: float) -> tuple[float, float]:
-    """p50/p99 ms from event time to the scored event read back, at a steady `rate`, with the
-    load generator's sender and reader against a worker process of its own (as in production:
-    the worker shares the cores with them, not the GIL)."""
-    settings = loadgen.fresh_topics(base, f"{run}-lat")
+def latency_at(config: Path, base: Settings, name: str, rate: float, seconds: float) -> dict[str, Any]:
+    """The load generator's summary (sent, scored, p50/p99 ms from event time to the scored event
+    read back) at a steady `rate`, against a worker process of its own (as in production: it
+    shares the cores with the generator and the broker, not the GIL)."""
+    settings = loadgen.fresh_topics(base, name)
     topics = settings.topics
     create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
     port = loadgen.free_port()
@@ -145,7 +148,8 @@ def latency_at(config: Path, base: Settings, run: str, rate: float, seconds: flo
         loadgen.wait_ready(port, worker)
         timeline, started = loadgen.Timeline(), time.monotonic()
         reader = threading.Thread(
-            target=loadgen.read_scored, args=(settings, int(rate * seconds), started + seconds + 60, started, timeline)
+            target=loadgen.read_scored,
+            args=(settings, int(rate * seconds), started + seconds + KEEP_UP_GRACE_S, started, timeline),
         )
         reader.start()
         loadgen.produce(settings, loadgen.Generator(settings, 50_000, 0.5, None), rate, seconds, timeline)
@@ -153,15 +157,32 @@ def latency_at(config: Path, base: Settings, run: str, rate: float, seconds: flo
     finally:
         worker.terminate()
         worker.wait(60)
-    summary = loadgen.summarize(timeline, rate, seconds, None)
-    return summary["p50_ms"], summary["p99_ms"]
+    return loadgen.summarize(timeline, rate, seconds, None)
+
+
+def max_sustainable(config: Path, base: Settings, run: str, drain_rate: float, seconds: float) -> float:
+    """The first rate down a ladder from (b)'s drain rate at which the worker keeps up with the
+    load generator on the same cores: every event scored within KEEP_UP_GRACE_S of the last
+    send and p99 under a second (a worker falling behind builds a queue, and p99 with it)."""
+    for step, share in enumerate(RATE_LADDER):
+        rate = drain_rate * share
+        summary = latency_at(config, base, f"{run}-probe{step}", rate, seconds)
+        p50, p99 = summary["p50_ms"] or float("nan"), summary["p99_ms"] or float("nan")
+        keeps_up = summary["scored"] == summary["sent"] and p99 < 1000
+        verdict = "keeps up" if keeps_up else "falls behind"
+        print(f"(d) probe {rate:9.0f} events/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+              f"{summary['scored']}/{summary['sent']} scored: {verdict}")  # fmt: skip
+        if keeps_up:
+            return rate
+    return rate
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local.yaml")
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--probe-seconds", type=float, default=10, help="length of each (d) rate probe")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per variant; medians are reported")
     parser.add_argument("--json", type=Path, default=ROOT / "load" / "results" / "bench.json")
     args = parser.parse_args()
@@ -200,15 +221,19 @@ def main() -> None:
     print(f"(c) worker with drift off: {no_drift:9.0f} events/s: drift costs {1 - worker / no_drift:.1%} of throughput"
           f" (its stage: {stages.get('drift', 0) / total:.1%} of the worker's time)")  # fmt: skip
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
-    rate = worker / 2
-    p50, p99 = latency_at(args.config, base, run, rate, args.latency_seconds)
-    print(f"(d) at 50% of (b), {rate:.0f} events/s, max_wait_ms={settings.batching.max_wait_ms:g}: "
+    sustainable = max_sustainable(args.config, base, run, worker, args.probe_seconds)
+    rate = sustainable / 2
+    at_half = latency_at(args.config, base, f"{run}-lat", rate, args.latency_seconds)
+    p50, p99 = at_half["p50_ms"], at_half["p99_ms"]
+    print(f"(d) maximum sustainable rate with the load generator on the same cores: {sustainable:.0f} events/s "
+          f"({sustainable / worker:.0%} of (b)'s drain rate)")  # fmt: skip
+    print(f"(d) at 50% of it, {rate:.0f} events/s, max_wait_ms={settings.batching.max_wait_ms:g}: "
           f"end-to-end p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
         "stage_seconds": stages, "drift_off_events_per_s": no_drift, "exactly_once_events_per_s": eos,
-        "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
+        "max_sustainable_events_per_s": sustainable, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
         "events": args.events,
     }, indent=1))  # fmt: skip
     print(f"worker/bare throughput ratio: {worker / bare:.2f}")
