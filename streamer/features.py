@@ -119,6 +119,9 @@ return table.concat(out)
 """
 
 
+SCRIPT_MAX_EVENTS = 1024  # about 25 ms of script on the bench machine
+
+
 class KeyLayout:
     """Every Redis key the worker reads or writes, in one place. Aggregate keys put the entity id
     in a hash tag, so one entity's state lives in one Redis Cluster slot."""
@@ -328,6 +331,10 @@ class FeatureStore:
             calls = [np.flatnonzero(slots == slot) for slot in np.unique(slots)]
         else:
             calls = [np.arange(len(events))]
+        # Redis runs a script to the end before anything else, and the reply must come within
+        # timeout_ms: a script per SCRIPT_MAX_EVENTS events, pipelined, bounds both. Later
+        # scripts see what earlier ones wrote, so an entity's events still apply in order.
+        calls = [part for rows in calls for part in np.array_split(rows, max(1, -(-len(rows) // SCRIPT_MAX_EVENTS)))]
         readers = []
         for rows in calls:
             call_keys, local = np.unique(inverse[rows], return_inverse=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import redis
 
+from streamer import features as features_module
 from streamer.features import FeatureStore, replay_aggregates
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec
@@ -72,6 +73,20 @@ def test_in_batch_values_equal_one_by_one_and_the_offline_twin(redis_server: Red
     first = {card: i for i, card in reversed(list(enumerate(events.columns["card"])))}
     for card, i in first.items():  # a card's first event sees the defaults
         assert batched.columns["n_all"][i] == 0 and batched.columns["since"][i] == -1, card
+
+
+def test_a_batch_split_across_scripts_reads_what_one_script_reads(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large batches go to Redis as several pipelined scripts; an entity's events still apply in
+    batch order across them."""
+    events = stream(300, seed=3)
+    whole = store(redis_server, "whole").enrich(events)
+    monkeypatch.setattr(features_module, "SCRIPT_MAX_EVENTS", 7)
+    split = store(redis_server, "split").enrich(events)
+    assert not split.degraded
+    for name, column in whole.columns.items():
+        np.testing.assert_array_equal(split.columns[name], column, err_msg=name)
 
 
 def test_replay_does_not_count_twice(redis_server: RedisServer) -> None:
