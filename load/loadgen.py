@@ -270,7 +270,9 @@ def plot(timeline: Timeline, summary: dict[str, Any], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local.yaml")
-    parser.add_argument("--rate", default="auto", help="events/s; auto: half of the last `make bench` worker rate")
+    parser.add_argument(
+        "--rate", default="auto", help="events/s; auto: half the maximum sustainable rate of the last `make bench`"
+    )
     parser.add_argument("--duration", type=float, default=60, help="seconds of sending")
     parser.add_argument("--entities", type=int, default=50_000, help="distinct cards")
     parser.add_argument("--skew", type=float, default=0.5, help="Zipf exponent of card popularity; 0 = uniform")
@@ -281,7 +283,7 @@ def main() -> None:
 
     if args.rate == "auto":
         bench = ROOT / "load" / "results" / "bench.json"
-        rate = json.loads(bench.read_text())["worker_events_per_s"] / 2 if bench.exists() else 8000.0
+        rate = json.loads(bench.read_text())["max_sustainable_events_per_s"] / 2 if bench.exists() else 8000.0
     else:
         rate = float(args.rate)
     settings = load_settings(args.config)
