@@ -245,20 +245,17 @@ class Worker:
         # has arrived without blocking, so the next batch can overlap it, or finish it below.
         wait = 0.0 if self._in_flight is not None else self.batcher.wait_s()
         # librdkafka's consume() returns when it has `room` messages or the timeout passes.
-        waiting_since = None
         with self.metrics.time_stage("poll"):
-            if wait is None:
-                # Nothing pending: first take what reached the consumer while the loop was busy.
-                # It has been waiting since the last poll returned (the consumer's queue is the
-                # batcher's queue, and TF Serving's timeout counts from the enqueue), so its
-                # batch's clock started then; under load the loop goes straight on to it.
-                raw = self.source.poll(self.batcher.room(), 0)
-                if len(raw):
-                    waiting_since = self._last_poll_end
-                else:  # idle: ask for one, so the first event starts its batch's clock on arrival
-                    raw = self.source.poll(1, IDLE_POLL_S)
-            else:
-                raw = self.source.poll(self.batcher.room(), wait)
+            # What reached the consumer while the loop was busy has been waiting since the last
+            # poll returned (the consumer's queue is the batcher's queue, and TF Serving's timeout
+            # counts from the enqueue): take it without blocking; its batch's clock started then,
+            # so under load the loop goes straight on to it.
+            timeout = 0.0 if wait is None else wait
+            raw = self.source.poll(self.batcher.room(), timeout)
+            waiting_since = self._last_poll_end if timeout == 0.0 else None
+            if wait is None and not len(raw):  # idle: ask for one; its batch's clock starts on arrival
+                raw = self.source.poll(1, IDLE_POLL_S)
+                waiting_since = None
         self._last_poll_end = self.clock()
         if len(raw):
             self.metrics.events_consumed.inc(len(raw))
