@@ -126,6 +126,7 @@ def worker_run(settings: Settings, events: int) -> tuple[float, dict[str, float]
     worker._step = step  # type: ignore[method-assign]
     worker.run(max_events=events, timeout_s=600)
     elapsed = time.monotonic() - first["t"]
+    loadgen.forget_keys(settings)
     stages = {}
     for family in worker.metrics.registry.collect():
         if family.name == "streamer_stage_seconds":
@@ -157,6 +158,7 @@ def latency_at(config: Path, base: Settings, name: str, rate: float, seconds: fl
     finally:
         worker.terminate()
         worker.wait(60)
+        loadgen.forget_keys(settings)
     return loadgen.summarize(timeline, rate, seconds, None)
 
 

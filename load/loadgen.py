@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 from confluent_kafka import Consumer, Producer
 from tqdm import tqdm
 
@@ -164,6 +165,20 @@ def fresh_topics(settings: Settings, run: str) -> Settings:
     tree["kafka"]["consumer"]["group.id"] = f"loadgen-{run}"
     tree["features"]["key_prefix"] = f"loadgen-{run}"
     return Settings.model_validate(tree)
+
+
+def forget_keys(settings: Settings) -> None:
+    """Delete the run's Redis keys: left for their TTL, a week of runs would fill Redis with
+    millions of cold keys and slow the next runs' scripts."""
+    client = redis.Redis.from_url(settings.features.url)
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{settings.features.key_prefix}:*", count=10_000):
+        batch.append(key)
+        if len(batch) == 10_000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
 
 
 def spawn_worker(config: Path, settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -313,6 +328,7 @@ def main() -> None:
     if worker is not None:
         worker.terminate()
         worker.wait(60)
+        forget_keys(settings)
     summary = summarize(timeline, rate, args.duration, ready_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     per_second = {
