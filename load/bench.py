@@ -6,7 +6,8 @@ on the same local broker, with the same client settings, in one run.
 (a) bare loop: the pipe ceiling, no batching logic, no model, no Redis;
 (b) the worker with everything on (Redis features, model, drift, DLQ checks, metrics);
 (c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`; (b) again
-    with a side stage (drift) turned off; and (b) in exactly_once mode (transactions);
+    with drift off, and with Redis off (entity features at their defaults); and (b) in
+    exactly_once mode (transactions);
 (d) the maximum sustainable rate: the load generator against a worker process, down a ladder of
     rates from (b)'s until the worker keeps up; then p50/p99 from event time to the scored event
     read back at 50% of that rate.
@@ -196,14 +197,15 @@ def main() -> None:
     print(f"producing a backlog of {args.events} events to {topics.input} …", file=sys.stderr)
     produce_backlog(settings, args.events)
 
-    def variant(name: str, **changes: Any) -> Settings:
+    def variant(name: str, features: dict[str, Any] | None = None, **changes: Any) -> Settings:
         """The same backlog for a fresh group, with fresh Redis keys: every run starts cold alike."""
         group = {"kafka": {"consumer": {"group.id": f"bench-{name}-{run}"}}}
-        return fresh_settings(base, run, **group, features={"key_prefix": f"bench-{name}-{run}"}, **changes)
+        features = {"key_prefix": f"bench-{name}-{run}", **(features or {})}
+        return fresh_settings(base, run, **group, features=features, **changes)
 
     # Runs interleave and each figure is the median of `--repeats`: a 3 s run on 2 shared cores
     # varies by 10% from one run to the next, which would swamp a side stage's cost.
-    bares, workers, no_drifts, exactly_once = [], [], [], []
+    bares, workers, no_drifts, no_redis, exactly_once = [], [], [], [], []
     stage_runs: list[dict[str, float]] = []
     for attempt in range(args.repeats):
         bares.append(bare_loop(variant(f"bare{attempt}"), args.events))
@@ -211,9 +213,15 @@ def main() -> None:
         workers.append(with_everything)
         stage_runs.append(attempt_stages)
         no_drifts.append(worker_run(variant(f"nodrift{attempt}", drift={"enabled": False}), args.events)[0])
+        # Nothing listens on port 1: the breaker opens at start and the entity features are
+        # their defaults, as when Redis is down.
+        without_redis = variant(f"noredis{attempt}", features={"url": "redis://127.0.0.1:1/0"})
+        no_redis.append(worker_run(without_redis, args.events)[0])
         transactional = variant(f"eos{attempt}", delivery={"mode": "exactly_once", "transactional_id": f"bench-{run}"})
         exactly_once.append(worker_run(transactional, args.events)[0])
-    bare, worker, no_drift, eos = (float(np.median(runs)) for runs in (bares, workers, no_drifts, exactly_once))
+    bare, worker, no_drift, no_features, eos = (
+        float(np.median(runs)) for runs in (bares, workers, no_drifts, no_redis, exactly_once)
+    )
     stages = {stage: float(np.median([run[stage] for run in stage_runs])) for stage in stage_runs[0]}
     print(f"(a) bare consume→decode→encode→produce→commit loop: {bare:9.0f} events/s")
     print(f"(b) worker, everything on (Redis features, model, drift, DLQ checks, metrics): {worker:9.0f} events/s")
@@ -222,6 +230,9 @@ def main() -> None:
         stages.items(), key=lambda kv: -kv[1])))  # fmt: skip
     print(f"(c) worker with drift off: {no_drift:9.0f} events/s: drift costs {1 - worker / no_drift:.1%} of throughput"
           f" (its stage: {stages.get('drift', 0) / total:.1%} of the worker's time)")  # fmt: skip
+    print(f"(c) worker with Redis features off (defaults, as when Redis is down): {no_features:9.0f} events/s: "
+          f"features cost {1 - worker / no_features:.1%} of throughput"
+          f" (their stage: {stages.get('features', 0) / total:.1%} of the worker's time)")  # fmt: skip
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
     sustainable = max_sustainable(args.config, base, run, worker, args.probe_seconds)
     rate = sustainable / 2
@@ -234,7 +245,8 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
-        "stage_seconds": stages, "drift_off_events_per_s": no_drift, "exactly_once_events_per_s": eos,
+        "stage_seconds": stages, "drift_off_events_per_s": no_drift, "features_off_events_per_s": no_features,
+        "exactly_once_events_per_s": eos,
         "max_sustainable_events_per_s": sustainable, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
         "events": args.events,
     }, indent=1))  # fmt: skip
