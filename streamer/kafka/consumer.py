@@ -11,13 +11,17 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from streamer.errors import Fatal
+from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.records import RawBatch
+from streamer.retry import bounded
 
 log = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[int]], None]
+COMMITTED_TIMEOUT_S = 10.0
+REWIND_ATTEMPTS = 9  # of COMMITTED_TIMEOUT_S each
+TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 
 class KafkaSource:
@@ -133,12 +137,24 @@ class KafkaSource:
         owned = [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
         if not owned:
             return
-        for tp in self.consumer.committed(owned, timeout=30):
+        # Right after a broker restart the group coordinator can take tens of seconds to load;
+        # the loop cannot go on before the seek, so wait for it rather than crash.
+        retrying = bounded("kafka_rewind", REWIND_ATTEMPTS - 1, REWIND_ATTEMPTS * COMMITTED_TIMEOUT_S, self.metrics)
+        for tp in retrying(self._committed, owned):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(self.topic, tp.partition, offset))
         log.warning(
             "rewound partitions %s to their last commit", [tp.partition for tp in owned], extra={"event": "rewind"}
         )
+
+    def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        try:
+            return list(self.consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S))
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.retriable() or error.code() in TRANSIENT_ERRORS:
+                raise Retriable(f"committed offsets: {error.str()}") from exc
+            raise
 
     def pause(self) -> None:
         self.consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
