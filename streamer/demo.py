@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamer.codec import AvroCodec
@@ -151,14 +151,13 @@ def run_demo(settings: Settings, config_path: Path, events: int, rate: float) ->
         sample: list[dict[str, Any]] = []
         duplicates = 0
         reader = Consumer(
-            {
-                **settings.admin_config(),
-                "group.id": f"demo-reader-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
+            {**settings.admin_config(), "group.id": f"demo-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False}
         )
-        reader.subscribe([topics.scored])
+        # From the current end: earlier runs' records are not this run's, and a topic kept from an
+        # older version of the scored schema would not even decode.
+        partitions = reader.list_topics(topics.scored, timeout=10).topics[topics.scored].partitions
+        ends = [TopicPartition(topics.scored, p) for p in sorted(partitions)]
+        reader.assign([TopicPartition(tp.topic, tp.partition, reader.get_watermark_offsets(tp)[1]) for tp in ends])
         scored_codec = AvroCodec(settings.schemas.scored)
         sent_at: dict[str, float] = {}
         producer_thread = threading.Thread(
