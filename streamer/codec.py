@@ -258,8 +258,8 @@ class _BatchReader:
 
     def _strings(self, rows: np.ndarray) -> np.ndarray:
         lengths = self.long(rows)
-        self.ok &= (lengths >= 0) | ~rows
-        lengths = np.where(rows & self.ok, np.clip(lengths, 0, self.ends - self.pos), 0)
+        self.ok &= ((lengths >= 0) & (lengths <= self.ends - self.pos)) | ~rows
+        lengths = np.where(rows & self.ok, lengths, 0)
         starts = self.pos
         self._advance(rows, lengths)
         ends = starts + lengths

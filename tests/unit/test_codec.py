@@ -240,3 +240,15 @@ def test_framed_records_under_the_reader_schema_take_the_columnar_path(tmp_path:
     framed: list[bytes | None] = [b"\x00" + (7).to_bytes(4, "big") + body for body in bodies]
     framed += [b"\x00" + (8).to_bytes(4, "big") + bodies[0], b"\x01" + bytes(4) + bodies[0], b"\x00\x00"]
     _same_outcome(fast, reference, framed)
+
+
+def test_a_string_that_claims_more_bytes_than_its_record_holds_is_left_to_fastavro(tmp_path: Path) -> None:
+    """The last field too: no later read runs past the end to give it away."""
+    schema = {"type": "record", "name": "R", "fields": [{"name": "n", "type": "long"}, {"name": "s", "type": "string"}]}
+    (tmp_path / "r.avsc").write_text(json.dumps(schema))
+    fast, reference = AvroCodec(tmp_path / "r.avsc"), AvroCodec(tmp_path / "r.avsc", columnar=False)
+    values: list[bytes | None] = list(reference.encode([{"n": i, "s": f"text {i}"} for i in range(200)]))
+    values[7] = values[7][:-1]  # the string's length now counts one byte the record lacks
+    values[8] = values[8][:-3]
+    _same_outcome(fast, reference, values)
+    assert len(fast.decode(raw(values))[1]) == 2
