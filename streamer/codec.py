@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import numpy as np
@@ -319,6 +319,7 @@ class AvroCodec:
         self.max_record_bytes = max_record_bytes
         self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))
         self.field_types: dict[str, Any] = {f["name"]: f["type"] for f in declared["fields"]}
+        self._int_fields = [name for name, t in self.field_types.items() if t == "int" or t == ["null", "int"]]
         try:
             if not columnar:
                 raise ValueError("columnar path turned off")
@@ -353,7 +354,12 @@ class AvroCodec:
                 f"{len(value) - buffer.tell()} bytes left after a {self.name} record: "
                 "written with another schema, or not Avro"
             )
-        return record  # type: ignore[return-value]
+        fields = cast(dict[str, Any], record)
+        for name in self._int_fields:  # fastavro reads an int as wide as its varint; Avro's is 32-bit
+            number = fields[name]
+            if number is not None and not _INT32[0] <= number <= _INT32[1]:
+                raise PoisonRecord(f"field {name} is {number}, outside the 32-bit range of an Avro int")
+        return fields
 
     def decode(self, raw: RawBatch) -> tuple[EventBatch, list[DeadLetter]]:
         """Good records become columns; bad ones become dead letters, never exceptions. Records
