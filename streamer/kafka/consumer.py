@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from streamer.errors import Fatal, Retriable
+from streamer.errors import Fatal
+from streamer.kafka.errors import retriable_errors
 from streamer.metrics import Metrics
 from streamer.records import RawBatch
 from streamer.retry import bounded
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 PartitionsCallback = Callable[[list[int]], None]
 COMMITTED_TIMEOUT_S = 10.0
 REWIND_ATTEMPTS = 9  # of COMMITTED_TIMEOUT_S each
-TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
+REWIND_TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 
 class KafkaSource:
@@ -148,13 +149,8 @@ class KafkaSource:
         )
 
     def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        try:
+        with retriable_errors("committed offsets: ", REWIND_TRANSIENT_ERRORS):
             return list(self.consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S))
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.retriable() or error.code() in TRANSIENT_ERRORS:
-                raise Retriable(f"committed offsets: {error.str()}") from exc
-            raise
 
     def pause(self) -> None:
         self.consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])

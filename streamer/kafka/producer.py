@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamer.errors import Fatal, OutputsLost, Retriable
+from streamer.kafka.errors import retriable_errors
 from streamer.metrics import Metrics
 from streamer.retry import bounded
 
@@ -146,13 +147,8 @@ class KafkaSink:
     @staticmethod
     def _transaction_call(call: Any, timeout_s: float) -> None:
         """A transactional API call, with librdkafka's retriable errors raised as `Retriable`."""
-        try:
+        with retriable_errors(""):
             call(timeout_s)
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if error.retriable() or error.code() == KafkaError._TIMED_OUT:
-                raise Retriable(error.str()) from exc
-            raise
 
     def abort(self, timeout_s: float) -> None:
         """Drop the open transaction's outputs: replace the producer (which aborts it on the
