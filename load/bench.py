@@ -154,7 +154,8 @@ def latency_at(config: Path, base: Settings, name: str, rate: float, seconds: fl
             args=(settings, int(rate * seconds), started + seconds + KEEP_UP_GRACE_S, started, timeline),
         )
         reader.start()
-        loadgen.produce(settings, loadgen.Generator(settings, 50_000, 0.5, None), rate, seconds, timeline)
+        generator = loadgen.Generator(settings, loadgen.ENTITIES, loadgen.SKEW, None)
+        loadgen.produce(settings, generator, rate, seconds, timeline)
         reader.join()
     finally:
         worker.terminate()

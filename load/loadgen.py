@@ -46,6 +46,7 @@ from streamer.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1000  # events drawn at a time
 RSS_EVERY_S = 5.0
+ENTITIES, SKEW = 50_000, 0.5  # the default card population: `make soak` and `make bench` (d) use it
 
 
 @dataclass
@@ -292,8 +293,8 @@ def main() -> None:
         "--rate", default="auto", help="events/s; auto: half the maximum sustainable rate of the last `make bench`"
     )
     parser.add_argument("--duration", type=float, default=60, help="seconds of sending")
-    parser.add_argument("--entities", type=int, default=50_000, help="distinct cards")
-    parser.add_argument("--skew", type=float, default=0.5, help="Zipf exponent of card popularity; 0 = uniform")
+    parser.add_argument("--entities", type=int, default=ENTITIES, help="distinct cards")
+    parser.add_argument("--skew", type=float, default=SKEW, help="Zipf exponent of card popularity; 0 = uniform")
     parser.add_argument("--drift-at", type=float, help="seconds in: shift amounts and add a new country")
     parser.add_argument("--spawn-worker", action="store_true", help="run `streamer run` as a process on fresh topics")
     parser.add_argument("--out", type=Path, default=ROOT / "load" / "results" / "loadgen")
