@@ -177,6 +177,11 @@ class DeliverySettings(Section):
         500.0, gt=0, description="Upper bound on time between checkpoints (flush, then commit)."
     )
     flush_timeout_s: float = Field(30.0, gt=0, description="Upper bound on waiting for producer acknowledgements.")
+    refused_records: Literal["skip", "stop"] = Field(
+        "skip",
+        description="A dead letter the broker refuses for good (ACL, topic policy): skip counts and logs it and the "
+        "partition moves on; stop ends the worker with exit 2. Scored records refused for good become dead letters.",
+    )
 
 
 class RedisTlsSettings(Section):

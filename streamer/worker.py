@@ -24,16 +24,18 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
-from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_columns
+from streamer.codec import AvroCodec, input_codec, scored_columns
+from streamer.dead_letters import DeadLetterWriter
 from streamer.device import label as device_label
 from streamer.device import serving_device
 from streamer.drift import SCORE, Baseline
 from streamer.drift_tap import DriftTap
 from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
+from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
-from streamer.kafka.producer import Headers, KafkaSink
+from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
@@ -92,8 +94,14 @@ class Worker:
         self.sink = KafkaSink(settings.producer_config(), self.metrics)
         delivery = settings.delivery
         self.checkpoint = Checkpoint(
-            self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock
+            self.source,
+            self.sink,
+            delivery.commit_interval_ms / 1000,
+            delivery.flush_timeout_s,
+            self._on_refused,
+            clock,
         )
+        self.dead_letters: DeadLetterWriter | None = None
         self.lifecycle: ModelLifecycle | None = None
         self._entity_features: tuple[Entity, ...] | None = None
         self.device = "/CPU:0"
@@ -136,7 +144,24 @@ class Worker:
         if self.settings.drift.enabled:
             self.drift = self._drift_tap(model)
         self._warm = True
-        self.sink.start(self.settings.delivery.flush_timeout_s)
+        settings = self.settings
+        limits = record_limits(
+            settings.admin_config(),
+            settings.producer_config(),
+            settings.consumer_config(),
+            settings.topics.input,
+            [t for t in settings.topics.names() if t != settings.topics.input],
+        )
+        self.dead_letters = DeadLetterWriter(
+            settings.topics.dlq,
+            self.dlq_codec,
+            self.sink,
+            self.metrics,
+            settings.worker_id,
+            limits[settings.topics.dlq],
+            settings.delivery.refused_records == "stop",
+        )
+        self.sink.start(settings.delivery.flush_timeout_s, limits)
         self.source.start()
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
@@ -366,11 +391,16 @@ class Worker:
             columns = scored_columns(scored, model.key_field, model.entity_field, model.time_field)
             values = self.scored_codec.encode_columns(columns, len(scored.events))
         with metrics.time_stage("produce"):
-            alerts_topic = settings.topics.alerts
-            for key, value, alert in zip(events.keys, values, scored.alerts.tolist(), strict=True):
-                self.sink.produce(settings.topics.scored, key, value)
-                if alert and alerts_topic:
-                    self.sink.produce(alerts_topic, key, value)
+            scored_topic, alerts_topic = settings.topics.scored, settings.topics.alerts
+            too_large: list[int] = []
+            for row, (key, value, alert) in enumerate(zip(events.keys, values, scored.alerts.tolist(), strict=True)):
+                if not self.sink.produce(scored_topic, key, value):
+                    too_large.append(row)
+                elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value):
+                    self._on_refused([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
+        if too_large:
+            self._dead_letter([self._refused_output(scored_topic, events, values, row) for row in too_large])
+            events = events.take(np.isin(np.arange(len(events)), too_large, invert=True))
         self.checkpoint.mark_processed(events.partitions, events.offsets)
         self._completed += len(events)
         metrics.events_scored.inc(len(events))
@@ -383,47 +413,44 @@ class Worker:
             self._swapped_after = None
         metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[model.time_field]) / 1000)
 
-    def _rejected(self, events: EventBatch, row: int, reason: str) -> DeadLetter:
+    def _rejected(self, events: EventBatch, row: int, reason: str, error_class: str = "ModelRejected") -> DeadLetter:
         value = None if events.values is None else events.values[row]
         partition, offset = int(events.partitions[row]), int(events.offsets[row])
-        return DeadLetter(
-            self.settings.topics.input, partition, offset, events.keys[row], value, "ModelRejected", reason
+        return DeadLetter(self.settings.topics.input, partition, offset, events.keys[row], value, error_class, reason)
+
+    def _refused_output(self, topic: str, events: EventBatch, values: list[bytes], row: int) -> DeadLetter:
+        """An event whose scored record is larger than `topic` takes: dead-lettered, not lost."""
+        self.metrics.outputs_refused.labels(topic, "MSG_SIZE_TOO_LARGE").inc()
+        reason = (
+            f"its scored record ({len(values[row])} bytes) is larger than {topic} accepts ({self.sink.limits[topic]})"
         )
+        return self._rejected(events, row, reason, "OutputRefused")
+
+    def _on_refused(self, refusals: list[Refusal]) -> None:
+        """Outputs refused for good (see streamer.kafka.producer): a refused dead letter is
+        counted and skipped; any other output becomes a dead letter holding the bytes it would
+        have written, its source the output topic (offset -1: it was never written)."""
+        assert self.dead_letters is not None
+        letters = []
+        for refusal in refusals:
+            if refusal.topic == self.settings.topics.dlq:
+                self.dead_letters.refused([refusal])
+                continue
+            self.metrics.outputs_refused.labels(refusal.topic, refusal.error).inc()
+            reason = f"{refusal.topic} refused this output for good: {refusal.error}"
+            letters.append(DeadLetter(refusal.topic, -1, -1, refusal.key, refusal.value, "OutputRefused", reason))
+        self.dead_letters.write(letters)
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
-        failed_at = now_ms()
-        for letter in dead:
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                letter.topic,
-                letter.partition,
-                letter.offset,
-                letter.error_class,
-                letter.error_message,
-                extra={
-                    "event": "dead_letter",
-                    "partition": letter.partition,
-                    "offset": letter.offset,
-                    "error_class": letter.error_class,
-                },
-            )
-            headers: Headers = [
-                ("streamer.error.class", letter.error_class.encode()),
-                ("streamer.error.message", letter.error_message.encode()),
-                ("streamer.source", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
-                ("streamer.worker", self.settings.worker_id.encode()),
-            ]
-            value = self.dlq_codec.encode_one(dead_letter_row(letter, self.settings.worker_id, failed_at))
-            self.sink.produce(self.settings.topics.dlq, letter.key, value, headers)
+        assert self.dead_letters is not None
+        self.dead_letters.write(dead)
         self.checkpoint.mark_processed(
             np.array([d.partition for d in dead], dtype=np.int32),
             np.array([d.offset for d in dead], dtype=np.int64),
         )
         self._completed += len(dead)
-        for letter in dead:
-            self.metrics.events_dead_lettered.labels(letter.error_class).inc()
 
     def _commit(self) -> None:
         if self.sink.transactional:
