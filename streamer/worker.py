@@ -145,6 +145,7 @@ class Worker:
             self.drift = self._drift_tap(model)
         self._warm = True
         settings = self.settings
+        self.source.start()  # first: it names an unreachable broker or a missing topic
         limits = record_limits(
             settings.admin_config(),
             settings.producer_config(),
@@ -162,7 +163,6 @@ class Worker:
             settings.delivery.refused_records == "stop",
         )
         self.sink.start(settings.delivery.flush_timeout_s, limits)
-        self.source.start()
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
         """Load one version and check it can replace the first: a version that needs other

@@ -192,3 +192,33 @@ def test_scored_records_the_topic_cannot_take_are_dead_lettered_not_lost(make_se
     assert {r["error_class"] for r in letters} == {"OutputRefused"}
     assert all(f"larger than {settings.topics.scored} accepts" in r["error_message"] for r in letters)
     assert committed_offsets(settings) == end_offsets(settings) == {0: 50}
+
+
+def test_fuzzed_records_of_any_size_are_scored_or_dead_lettered(make_settings: SettingsFactory) -> None:
+    """Random bytes of random sizes up to past every limit (max_record_bytes, the producer's and
+    the DLQ's), and damaged good records, between good events: the worker never stops, every
+    record is accounted for, and the partition's committed offset reaches its end."""
+    settings = make_settings(topics={"partitions": 1})
+    set_topic_config(settings, settings.topics.input, {"max.message.bytes": "4000000"})
+    rng = np.random.default_rng(11)
+    columns, _ = synth_payments(300, rng, id_prefix="ok-")
+    good = AvroCodec(settings.schemas.input).encode(rows_of(columns))
+    sizes = [0, 1, 2, 7, 64, 999_000, 1_000_000, 1_048_576, 1_048_577, 1_100_000, 2_500_000, 3_900_000]
+    fuzz = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    fuzz += [g[: rng.integers(0, len(g))] for g in good[:10]]  # cut short
+    fuzz += [g + rng.integers(0, 256, rng.integers(1, 9), dtype=np.uint8).tobytes() for g in good[10:20]]
+    values = list(good)
+    for record in fuzz:
+        values.insert(int(rng.integers(0, len(values) + 1)), record)
+    produce_large(settings, values)
+
+    stats = Worker(settings).run(max_events=len(values), timeout_s=180)
+
+    assert stats.scored + stats.dead_lettered == len(values)
+    assert stats.scored >= len(good) - 20  # the damaged twenty may still decode
+    brokers = str(settings.admin_config()["bootstrap.servers"])
+    letters = read_topic(brokers, settings.topics.dlq, stats.dead_lettered)
+    assert len(letters) == stats.dead_lettered
+    for letter in letters:
+        assert letter.headers["streamer.error.class"] and letter.headers["streamer.error.message"]
+    assert committed_offsets(settings) == end_offsets(settings) == {0: len(values)}
