@@ -13,9 +13,15 @@ from streamer.errors import Fatal
 log = logging.getLogger(__name__)
 
 
+def _admin(config: dict[str, Any]) -> AdminClient:
+    """librdkafka's lines go through our logging (JSON, repeats held back), not raw to stderr."""
+    with_logger: dict[str, Any] = {**config, "logger": log}
+    return AdminClient(with_logger)
+
+
 def create_topics(config: dict[str, Any], names: list[str], partitions: int, replication: int) -> list[str]:
     """Create the missing topics; returns the ones created. Existing topics are left as they are."""
-    admin = AdminClient({**config, "logger": log})
+    admin = _admin(config)
     try:
         admin.list_topics(timeout=10)
     except KafkaException as exc:
@@ -73,7 +79,7 @@ def _max_message_bytes(config: dict[str, Any], topics: list[str], timeout_s: flo
     """Each topic's `max.message.bytes` as the broker enforces it (its own or the broker's
     default). A topic whose config cannot be read (no DescribeConfigs ACL) is left out: the
     producer's own limit then stands alone, with a warning."""
-    admin = AdminClient({**config, "logger": log})
+    admin = _admin(config)
     resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in dict.fromkeys(topics)]
     limits: dict[str, int] = {}
     for resource, future in admin.describe_configs(resources, request_timeout=timeout_s).items():
