@@ -12,7 +12,14 @@ import yaml
 from streamer.codec import AvroCodec
 from streamer.settings import Settings
 from tests.conftest import ROOT, SCHEMAS
-from tests.integration.conftest import SettingsFactory, committed_offsets, end_offsets, produce_payments, read_topic
+from tests.integration.conftest import (
+    RedisServer,
+    SettingsFactory,
+    committed_offsets,
+    end_offsets,
+    produce_payments,
+    read_topic,
+)
 
 
 def write_config(settings: Settings, path: Path, **changes: object) -> Path:
@@ -86,6 +93,31 @@ def test_secrets_from_the_environment_are_never_printed(make_settings: SettingsF
         assert secret not in (stdout or "") + stderr
         assert stderr.strip().splitlines() == [stderr.strip()]
         assert "features.url: not a valid Redis URL" in stderr
+
+
+def test_a_yaml_looking_password_from_the_environment_reaches_redis_verbatim(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    secret = "#sekrit: [0777"
+    server = RedisServer(tmp_path, password=secret)
+    server.start()
+    try:
+        settings = make_settings(topics={"partitions": 1})
+        config = write_config(settings, tmp_path / "c.yaml", features__url=server.url)
+        produce_payments(settings, 200, seed=4)
+        process = streamer(
+            "run", "--config", str(config), "--max-events", "200", env={"STREAMER_FEATURES__PASSWORD": secret}
+        )
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert process.returncode == 0, stderr
+    assert secret not in stderr and "sekrit" not in stderr
+    assert "breaker_open" not in stderr  # AUTH with the password as given: features were read, not defaulted
+    brokers = str(settings.admin_config()["bootstrap.servers"])
+    codec = AvroCodec(SCHEMAS / "scored_payment.avsc")
+    scored = [codec.decode_one(m.value) for m in read_topic(brokers, settings.topics.scored, 200)]
+    assert len(scored) == 200 and not any(r["features_degraded"] for r in scored)
 
 
 def test_malformed_redis_url_and_nan_threshold_are_one_line(make_settings: SettingsFactory, tmp_path: Path) -> None:
