@@ -39,7 +39,6 @@ class DeadLetterWriter:
         sink: KafkaSink,
         metrics: Metrics,
         worker_id: str,
-        limit_bytes: int,
         stop_on_refusal: bool,
     ) -> None:
         self.topic = topic
@@ -47,13 +46,17 @@ class DeadLetterWriter:
         self.sink = sink
         self.metrics = metrics
         self.worker_id = worker_id
-        self.limit_bytes = limit_bytes
         self.stop_on_refusal = stop_on_refusal
+        self.limit_bytes = 0
+
+    def start(self, limit_bytes: int) -> None:
+        """`limit_bytes`: the largest record the DLQ takes (see `streamer.kafka.admin.record_limits`)."""
         if limit_bytes - RECORD_OVERHEAD - self._envelope_bytes(_PROBE) < MIN_ROOM:
             raise Fatal(
-                f"topics.dlq {topic}: its size limit ({limit_bytes} bytes, the smaller of the producer's "
+                f"topics.dlq {self.topic}: its size limit ({limit_bytes} bytes, the smaller of the producer's "
                 "message.max.bytes and the topic's max.message.bytes) leaves no room for a dead letter; raise both"
             )
+        self.limit_bytes = limit_bytes
 
     def write(self, letters: list[DeadLetter]) -> None:
         failed_at = now_ms()
@@ -77,29 +80,42 @@ class DeadLetterWriter:
             headers = self._headers(letter, truncated)
             row = self._row(letter, failed_at) | {"original_value": value, "original_truncated": truncated}
             if not self.sink.produce(self.topic, key, self.codec.encode_one(row), headers):
-                self.refused([Refusal(self.topic, key, None, "dead letter refused by the producer")], letter)
+                self._failed(Refusal(self.topic, key, None, "refused by the producer"), letter)
                 continue
             if truncated:
                 self.metrics.dead_letters_truncated.inc()
             self.metrics.events_dead_lettered.labels(letter.error_class).inc()
 
-    def refused(self, refusals: list[Refusal], letter: DeadLetter | None = None) -> None:
-        """Dead letters the broker or producer refused for good: never retried (see the module)."""
+    def refused_outputs(self, refusals: list[Refusal]) -> None:
+        """Outputs refused for good (see `streamer.kafka.producer`): any output but a dead letter
+        becomes a dead letter holding the bytes it would have written, its source the output
+        topic (offset -1: it was never written); a refused dead letter is counted and skipped."""
+        letters = []
         for refusal in refusals:
-            self.metrics.dead_letters_failed.labels(refusal.error).inc()
-            source = "" if letter is None else f" of {letter.topic}[{letter.partition}]@{letter.offset}"
-            log.error(
-                "dead letter%s refused by %s: %s; skipped",
-                source,
-                refusal.topic,
-                refusal.error,
-                extra={"event": "dead_letter_failed", "error": refusal.error},
+            if refusal.topic == self.topic:
+                self._failed(refusal)
+                continue
+            self.metrics.outputs_refused.labels(refusal.topic, refusal.error).inc()
+            reason = f"{refusal.topic} refused this output for good: {refusal.error}"
+            letters.append(DeadLetter(refusal.topic, -1, -1, refusal.key, refusal.value, "OutputRefused", reason))
+        self.write(letters)
+
+    def _failed(self, refusal: Refusal, letter: DeadLetter | None = None) -> None:
+        """Never retried: a permanent refusal would hold the partition forever (see the module)."""
+        self.metrics.dead_letters_failed.labels(refusal.error).inc()
+        source = "" if letter is None else f" of {letter.topic}[{letter.partition}]@{letter.offset}"
+        log.error(
+            "dead letter%s refused by %s: %s; skipped",
+            source,
+            refusal.topic,
+            refusal.error,
+            extra={"event": "dead_letter_failed", "error": refusal.error},
+        )
+        if self.stop_on_refusal:
+            raise Fatal(
+                f"kafka: {refusal.topic} refused a dead letter{source} ({refusal.error}); grant the producer "
+                "Write on it and check its topic policy, or set delivery.refused_records: skip"
             )
-            if self.stop_on_refusal:
-                raise Fatal(
-                    f"kafka: {refusal.topic} refused a dead letter{source} ({refusal.error}); grant the producer "
-                    "Write on it and check its topic policy, or set delivery.refused_records: skip"
-                )
 
     def _fit(self, letter: DeadLetter) -> tuple[bytes | None, bytes | None, bool]:
         """The original key and value, cut to the room the envelope leaves. The key keeps at least

@@ -93,15 +93,22 @@ class Worker:
         )
         self.sink = KafkaSink(settings.producer_config(), self.metrics)
         delivery = settings.delivery
+        self.dead_letters = DeadLetterWriter(
+            settings.topics.dlq,
+            self.dlq_codec,
+            self.sink,
+            self.metrics,
+            settings.worker_id,
+            delivery.refused_records == "stop",
+        )
         self.checkpoint = Checkpoint(
             self.source,
             self.sink,
             delivery.commit_interval_ms / 1000,
             delivery.flush_timeout_s,
-            self._on_refused,
+            self.dead_letters.refused_outputs,
             clock,
         )
-        self.dead_letters: DeadLetterWriter | None = None
         self.lifecycle: ModelLifecycle | None = None
         self._entity_features: tuple[Entity, ...] | None = None
         self.device = "/CPU:0"
@@ -153,15 +160,7 @@ class Worker:
             settings.topics.input,
             [t for t in settings.topics.names() if t != settings.topics.input],
         )
-        self.dead_letters = DeadLetterWriter(
-            settings.topics.dlq,
-            self.dlq_codec,
-            self.sink,
-            self.metrics,
-            settings.worker_id,
-            limits[settings.topics.dlq],
-            settings.delivery.refused_records == "stop",
-        )
+        self.dead_letters.start(limits[settings.topics.dlq])
         self.sink.start(settings.delivery.flush_timeout_s, limits)
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
@@ -397,7 +396,7 @@ class Worker:
                 if not self.sink.produce(scored_topic, key, value):
                     too_large.append(row)
                 elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value):
-                    self._on_refused([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
+                    self.dead_letters.refused_outputs([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
         if too_large:
             self._dead_letter([self._refused_output(scored_topic, events, values, row) for row in too_large])
             events = events.take(np.isin(np.arange(len(events)), too_large, invert=True))
@@ -426,25 +425,9 @@ class Worker:
         )
         return self._rejected(events, row, reason, "OutputRefused")
 
-    def _on_refused(self, refusals: list[Refusal]) -> None:
-        """Outputs refused for good (see streamer.kafka.producer): a refused dead letter is
-        counted and skipped; any other output becomes a dead letter holding the bytes it would
-        have written, its source the output topic (offset -1: it was never written)."""
-        assert self.dead_letters is not None
-        letters = []
-        for refusal in refusals:
-            if refusal.topic == self.settings.topics.dlq:
-                self.dead_letters.refused([refusal])
-                continue
-            self.metrics.outputs_refused.labels(refusal.topic, refusal.error).inc()
-            reason = f"{refusal.topic} refused this output for good: {refusal.error}"
-            letters.append(DeadLetter(refusal.topic, -1, -1, refusal.key, refusal.value, "OutputRefused", reason))
-        self.dead_letters.write(letters)
-
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
-        assert self.dead_letters is not None
         self.dead_letters.write(dead)
         self.checkpoint.mark_processed(
             np.array([d.partition for d in dead], dtype=np.int32),
