@@ -7,11 +7,30 @@ loop picks it up between two batches with one attribute swap (`swap_if_ready`), 
 waits for a load. A version that fails any step is refused and logged once, and the one serving
 keeps serving (Triton's behaviour); it is retried only if its MANIFEST.json changes.
 
-While `model.canary_share` or `model.shadow_share` is set, a newer version than the serving one
-becomes the *candidate* instead of replacing it: entities whose bucket (a stable hash of the id)
-falls under the canary share get the candidate's decision, and those under the shadow share are
-scored by it too, into `shadow_score` only. Setting both shares to 0 promotes the candidate;
-pinning a version (`policy: pinned`) rolls back. Both take effect on SIGHUP or when the config
+Which versions serve is a function of the config and the folder alone (`model.choose_versions`),
+never of what a worker served before: every worker of a group, after any restart, and the workers
+a scale-out adds, arrive at the same primary and candidate without talking to each other, so an
+entity never sees two versions because of a restart or a rebalance. The state that survives a
+restart is the config file (and the folders present), which the operator changes to move on:
+
+- both shares 0: the policy alone decides (`latest`: the newest; `pinned`: `model.version`;
+  `list`: the newest of `model.versions`). No candidate.
+- `model.canary_share` or `model.shadow_share` above 0 (a rollout), policy `latest` or `list`:
+  the candidate is the newest allowed version (or `model.candidate`), the primary the version the
+  policy would serve without it, the next older allowed one (or `model.primary`). A worker that
+  starts with v1 and v2 present serves v1 and canaries v2, exactly as one that saw v2 arrive. Not
+  "the oldest kept version": folders stay for rollbacks, and a later rollout would then hand the
+  fleet back to a version promoted away long ago. One rollout at a time: a version copied in
+  before the last one was promoted or rolled back makes the unpromoted one primary, unless
+  `model.primary` is set.
+- policy `pinned`: `model.version` is the primary, and canary and shadow traffic stop even if a
+  share is left above 0, so pinning is a complete rollback; `model.candidate` asks explicitly for
+  a candidate beside the pinned primary.
+
+Entities whose bucket (CRC-32 of the id, the same in every process) falls under the canary share
+get the candidate's decision; those under the shadow share are scored by it too, into
+`shadow_score` only. Promotion: both shares to 0 (or `model.primary` to the candidate's version);
+rollback: `policy: pinned` with the old version. Both take effect on SIGHUP or when the config
 file changes, without a restart.
 """
 
@@ -28,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.errors import Fatal
-from streamer.model import MANIFEST, LoadedModel, available_versions, choose_version, initial_version
+from streamer.model import MANIFEST, LoadedModel, available_versions, choose_versions, initial_version
 from streamer.settings import ModelSettings, load_settings
 
 log = logging.getLogger(__name__)
@@ -99,13 +118,10 @@ class ModelLifecycle:
         self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
 
     def start(self) -> Serving:
-        """The first serving set, loaded on the caller's thread: a bad model stops start-up."""
+        """The first serving set, loaded on the caller's thread: a primary that does not load stops
+        start-up; a candidate that does not is refused and chosen around, as while serving."""
         primary = self._prepare(initial_version(self.settings), required=True)
-        candidate = self._candidate_version(available_versions(self.settings.path), primary.version)
-        try:
-            self.serving = self._serving(primary.version, candidate)
-        except _Refused:
-            self.serving = self._serving(primary.version)
+        self.serving = self._serving_wanted() or Serving(primary)
         self.on_change(self.serving)
         if self.settings.watch_interval_s > 0 or self.config_path is not None:
             self._thread.start()
@@ -160,28 +176,13 @@ class ModelLifecycle:
                 log.warning("model folder unreadable, keeping the serving version: %s", exc)
                 return None
             self._forgive_changed(found)
-            primary = self._primary_version(found)
+            primary, candidate = choose_versions(self.settings, found, self._refused)
             if primary is None:
                 return None
-            candidate = self._candidate_version(found, primary)
             try:
                 return self._serving(primary, candidate)
             except _Refused:
                 continue  # one more version is refused: choose again without it
-
-    def _primary_version(self, found: list[int]) -> int | None:
-        s, serving = self.settings, self.serving
-        rollout = s.canary_share > 0 or s.shadow_share > 0
-        if rollout and s.policy == "latest" and serving is not None and serving.primary.version in found:
-            return serving.primary.version  # a rollout keeps the primary; the newest is the candidate
-        return choose_version(s, found, self._refused)
-
-    def _candidate_version(self, found: list[int], primary: int) -> int | None:
-        s = self.settings
-        if not (s.canary_share > 0 or s.shadow_share > 0):
-            return None
-        newer = [v for v in found if v > primary and v not in self._refused]
-        return newer[-1] if newer else None
 
     def _serving(self, primary: int, candidate: int | None = None) -> Serving:
         """The set for these versions. A version swapped out stays loaded (an instant rollback)

@@ -145,29 +145,48 @@ def available_versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def choose_version(settings: ModelSettings, available: list[int], refused: Collection[int] = ()) -> int | None:
-    """The version the policy wants among those present and not refused; None if there is none."""
+def choose_versions(
+    settings: ModelSettings, available: list[int], refused: Collection[int] = ()
+) -> tuple[int | None, int | None]:
+    """(primary, candidate) among the versions present and not refused; a primary of None: none is.
+
+    A function of the config and the folder alone, never of what a worker happens to serve, so
+    every worker of a group and every restart arrive at the same pair (the rule and why:
+    streamer/lifecycle.py). A refused version counts as absent.
+    """
     usable = [v for v in available if v not in refused]
+    allowed = [v for v in usable if settings.policy != "list" or v in settings.versions]
+    primary: int | None
+    candidate: int | None
     if settings.policy == "pinned":
-        return settings.version if settings.version in usable else None
-    if settings.policy == "list":
-        usable = [v for v in usable if v in settings.versions]
-    return usable[-1] if usable else None
+        primary, candidate = settings.version, settings.candidate if settings.rolling_out else None
+    elif not settings.rolling_out:
+        primary, candidate = (allowed[-1] if allowed else None), None
+    else:
+        above = settings.primary or 0
+        candidate = settings.candidate or next((v for v in reversed(allowed) if v > above), None)
+        # the version the policy would serve without the candidate; alone, a version is the primary
+        primary = settings.primary or next((v for v in reversed(allowed) if candidate and v < candidate), candidate)
+    return (primary if primary in usable else None), (
+        candidate if candidate in usable and candidate != primary else None
+    )
 
 
 def initial_version(settings: ModelSettings) -> int:
-    """The version to start with, or a `Fatal` that says why there is none."""
+    """The primary to start with, or a `Fatal` that says why there is none."""
     found = available_versions(settings.path)
-    version = choose_version(settings, found)
+    version, _ = choose_versions(settings, found)
     if version is None:
-        wanted = {
-            "latest": "any version",
-            "pinned": f"version {settings.version}",
-            "list": f"one of {settings.versions}",
-        }
+        if settings.policy == "pinned":
+            wanted = f"version {settings.version}"
+        elif settings.rolling_out and settings.primary is not None:
+            wanted = f"version {settings.primary} (model.primary)"
+        else:
+            wanted = "any version" if settings.policy == "latest" else f"one of {settings.versions}"
         raise Fatal(
-            f"model.path {settings.path}: policy {settings.policy} wants {wanted[settings.policy]}, found "
-            f"{found or 'no numbered version folders'}; export a model there or fix model.policy / model.version"
+            f"model.path {settings.path}: policy {settings.policy} wants {wanted}, found "
+            f"{found or 'no numbered version folders'}; export a model there or fix model.policy / model.version "
+            "/ model.primary"
         )
     return version
 

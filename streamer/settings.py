@@ -107,8 +107,25 @@ class ModelSettings(Section):
         description="Which version serves, as TF Serving's version policy: the newest; `version`; or the "
         "newest of `versions` present. Reloaded on SIGHUP or when the config file changes.",
     )
-    version: int | None = Field(None, ge=1, description="policy pinned: the version to serve (a rollback).")
+    version: int | None = Field(
+        None,
+        ge=1,
+        description="policy pinned: the primary (a rollback); canary and shadow traffic stop unless "
+        "model.candidate names a version to receive them.",
+    )
     versions: tuple[int, ...] = Field((), description="policy list: the versions allowed to serve.")
+    primary: int | None = Field(
+        None,
+        ge=1,
+        description="While a canary or shadow share is above 0: the version that keeps deciding. Unset: the "
+        "newest allowed version below the candidate. Ignored at shares 0, where the policy decides.",
+    )
+    candidate: int | None = Field(
+        None,
+        ge=1,
+        description="While a share is above 0: the version that takes canary and shadow traffic. Unset: the "
+        "newest allowed version above the primary, and none under policy pinned.",
+    )
     watch_interval_s: float = Field(
         2.0, ge=0, description="How often the folder (and the config file) is checked for changes; 0: never."
     )
@@ -117,8 +134,8 @@ class ModelSettings(Section):
         ge=0,
         le=1,
         description="Share of entities (sticky, by a hash of the entity id) whose decision comes from the "
-        "candidate: a newer version than the serving one. While a canary or shadow share is set, a new "
-        "version becomes the candidate instead of replacing the serving one.",
+        "candidate. While a canary or shadow share is set, the newest version is the candidate, never the "
+        "primary, also at start-up and after a restart.",
     )
     shadow_share: float = Field(
         0.0, ge=0, le=1, description="Share of entities the candidate also scores, into shadow_score only."
@@ -142,6 +159,11 @@ class ModelSettings(Section):
     key_field: str = Field("event_id", description="Input field copied as the event id.")
     time_field: str = Field("event_time", description="Input field holding event time (ms).")
 
+    @property
+    def rolling_out(self) -> bool:
+        """A canary or shadow share is set: the newest version is a candidate, not the primary."""
+        return self.canary_share > 0 or self.shadow_share > 0
+
     @model_validator(mode="before")
     @classmethod
     def _version_alone_pins(cls, data: Any) -> Any:
@@ -156,6 +178,13 @@ class ModelSettings(Section):
             raise ValueError("policy pinned needs model.version")
         if self.policy == "list" and not self.versions:
             raise ValueError("policy list needs model.versions, e.g. [3, 4]")
+        if self.policy == "pinned" and self.primary is not None:
+            raise ValueError("policy pinned: model.version is the primary; remove model.primary")
+        if self.candidate is not None and self.candidate in (self.primary, self.version if self.policy == "pinned" else None):
+            raise ValueError(f"model.candidate {self.candidate} is also the primary; name another version")
+        outside = [v for v in (self.primary, self.candidate) if v is not None and v not in self.versions]
+        if self.policy == "list" and outside:
+            raise ValueError(f"policy list: version {outside[0]} is not in model.versions {list(self.versions)}")
         return self
 
 

@@ -118,6 +118,31 @@ def test_a_rollout_makes_the_newer_version_a_candidate_and_zero_shares_promote_i
     assert promoted is not None and promoted.versions == (2, None, 0.0, 0.0)
 
 
+def test_a_rollout_survives_start_up_and_restarts_and_pinning_ends_it(models: Path, tmp_path: Path) -> None:
+    drop_version(models, 1, 2)
+    model = {"path": str(models), "watch_interval_s": 0, "canary_share": 0.1, "shadow_share": 0.2}
+    config = write_config(tmp_path / "config.yaml", model)
+    for _ in range(2):  # a worker that starts with both versions present, then its restart
+        lifecycle = ModelLifecycle(ModelSettings.model_validate(model), load, SIZES, config)
+        assert lifecycle.start().versions == (1, 2, 0.1, 0.2)
+    write_config(config, {**model, "policy": "pinned", "version": 1})  # the shares left as they were
+    lifecycle.request_reload()
+    lifecycle.check()
+    rolled_back = lifecycle.swap_if_ready()
+    assert rolled_back is not None and rolled_back.versions == (1, None, 0.0, 0.0)
+    pinned = ModelSettings.model_validate({**model, "policy": "pinned", "version": 1, "candidate": 2})
+    assert ModelLifecycle(pinned, load, SIZES).start().versions == (1, 2, 0.1, 0.2)
+
+
+def test_a_candidate_that_fails_at_start_up_is_refused_and_the_primary_serves_alone(models: Path) -> None:
+    tamper(drop_version(models, 1, 2))
+    refused: list[int] = []
+    settings = ModelSettings(path=models, watch_interval_s=0, canary_share=0.1)
+    lifecycle = ModelLifecycle(settings, load, SIZES, on_refused=lambda v, r: refused.append(v))
+    assert lifecycle.start().versions == (1, None, 0.0, 0.0)
+    assert refused == [2]
+
+
 def test_the_watcher_thread_warms_every_size_off_the_scoring_thread(
     models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

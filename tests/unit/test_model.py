@@ -1,6 +1,7 @@
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,7 +11,7 @@ from streamer.model import (
     MANIFEST,
     _digests,
     available_versions,
-    choose_version,
+    choose_versions,
     initial_version,
     load_model,
     load_package,
@@ -24,17 +25,35 @@ from tests.conftest import SCHEMAS
 FIELDS = AvroCodec(SCHEMAS / "payment.avsc").field_types
 
 
+def pick(found: list[int], refused: tuple[int, ...] = (), **model: Any) -> tuple[int | None, int | None]:
+    return choose_versions(ModelSettings(path=Path("m"), **model), found, refused)
+
+
 def test_version_policies(tmp_path: Path) -> None:
     for v in ("1", "3", "10", "notes", ".2-staging"):
         (tmp_path / v).mkdir()
     found = available_versions(tmp_path)
     assert found == [1, 3, 10]
-    latest = ModelSettings(path=tmp_path)
-    assert choose_version(latest, found) == 10
-    assert choose_version(latest, found, refused={10}) == 3
-    assert choose_version(ModelSettings(path=tmp_path, version=3), found) == 3  # a version alone pins
-    assert choose_version(ModelSettings(path=tmp_path, policy="list", versions=(1, 3)), found) == 3
-    assert choose_version(ModelSettings(path=tmp_path, policy="pinned", version=2), found) is None
+    assert pick(found) == (10, None)
+    assert pick(found, refused=(10,)) == (3, None)
+    assert pick(found, version=3) == (3, None)  # a version alone pins
+    assert pick(found, policy="list", versions=(1, 3)) == (3, None)
+    assert pick(found, policy="pinned", version=2) == (None, None)
+
+
+def test_a_rollout_holds_the_newest_version_back_as_the_candidate() -> None:
+    canary = {"canary_share": 0.1}
+    assert pick([1], **canary) == (1, None)  # nothing newer yet
+    assert pick([1, 2], **canary) == (1, 2)  # at start-up as after v2 arrived
+    assert pick([1, 2, 3], **canary) == (2, 3)  # v2 was promoted; v1 stays on disk for rollbacks
+    assert pick([1, 2, 3], refused=(3,), **canary) == (1, 2)  # a refused version counts as absent
+    assert pick([1, 2, 3], shadow_share=0.2, primary=1) == (1, 3)
+    assert pick([1, 2, 3], candidate=2, **canary) == (1, 2)
+    assert pick([1, 2, 3], policy="list", versions=(1, 3), **canary) == (1, 3)
+    assert pick([1, 2], primary=1) == (2, None)  # shares at 0: the policy decides, a promotion
+    assert pick([1, 2], version=1, **canary) == (1, None)  # pinning is a rollback: no canary traffic
+    assert pick([1, 2], version=1, candidate=2, **canary) == (1, 2)  # unless a candidate is named
+    assert pick([1], version=1, candidate=2, **canary) == (1, None)
 
 
 def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
@@ -53,6 +72,12 @@ def test_incomplete_policies_are_config_errors(tmp_path: Path) -> None:
         ModelSettings(path=tmp_path, policy="list")
     with pytest.raises(ValueError, match=r"policy pinned needs model\.version"):
         ModelSettings(path=tmp_path, policy="pinned")
+    with pytest.raises(ValueError, match=r"model\.version is the primary; remove model\.primary"):
+        ModelSettings(path=tmp_path, version=1, primary=1)
+    with pytest.raises(ValueError, match=r"model\.candidate 1 is also the primary"):
+        ModelSettings(path=tmp_path, version=1, candidate=1)
+    with pytest.raises(ValueError, match=r"policy list: version 2 is not in model\.versions \[1, 3\]"):
+        ModelSettings(path=tmp_path, policy="list", versions=(1, 3), candidate=2)
 
 
 @pytest.fixture
