@@ -19,6 +19,8 @@ from prometheus_client.context_managers import Timer
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from streamer.errors import Fatal
+
 DRIFT_STATUS_CODES = {"insufficient": -1, "ok": 0, "warn": 1, "alert": 2}
 BATCH_SIZE_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -213,7 +215,13 @@ class HealthServer:
     def __init__(self, metrics: Metrics, host: str, port: int, readiness: Readiness) -> None:
         self.readiness = readiness
         self._metrics_app = make_wsgi_app(metrics.registry)
-        self._server = make_server(host, port, self._app, _ThreadingServer, handler_class=_QuietHandler)
+        try:
+            self._server = make_server(host, port, self._app, _ThreadingServer, handler_class=_QuietHandler)
+        except OSError as exc:  # a port taken, an address not on this host, a name that does not resolve
+            raise Fatal(
+                f"metrics: cannot listen on {host}:{port} ({exc.strerror or exc}); free the port or fix "
+                "metrics.host / metrics.port (port 0 picks a free one)"
+            ) from None
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
 
     @property

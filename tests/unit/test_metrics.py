@@ -1,8 +1,11 @@
+import socket
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from streamer.metrics import LATENCY_BUCKETS, BatchHistogram
+from streamer.errors import Fatal
+from streamer.metrics import LATENCY_BUCKETS, BatchHistogram, HealthServer, Metrics
 
 
 def test_batch_histogram_exposes_what_observing_one_by_one_does() -> None:
@@ -29,3 +32,14 @@ def test_batch_histogram_exposes_what_observing_one_by_one_does() -> None:
     assert batched_samples.pop(sum_key) == pytest.approx(single_samples.pop(sum_key))
     assert batched_samples == single_samples
     assert b"latency_seconds_bucket" in generate_latest(by_batch)
+
+
+def test_a_taken_port_or_a_bad_host_is_a_one_line_fatal() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(Fatal, match=rf"^metrics: cannot listen on 127.0.0.1:{port} \(Address already in use\)"):
+            HealthServer(Metrics.create(), "127.0.0.1", port, lambda: (True, "ready"))
+    with pytest.raises(Fatal, match=r"^metrics: cannot listen on no-such-host\.invalid:0 .*fix metrics\.host"):
+        HealthServer(Metrics.create(), "no-such-host.invalid", 0, lambda: (True, "ready"))
