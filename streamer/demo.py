@@ -39,9 +39,10 @@ DEVICES = np.array(["terminal", "mobile", "desktop", "tablet", "unknown"])
 
 
 def synth_payments(
-    n: int, rng: np.random.Generator, id_prefix: str = "", start_ms: int | None = None
+    n: int, rng: np.random.Generator, id_prefix: str = "", start_ms: int | None = None, cards: int | None = None
 ) -> tuple[Columns, np.ndarray]:
-    """Columns matching schemas/payment.avsc, and a fraud label drawn from a known logit."""
+    """Columns matching schemas/payment.avsc, and a fraud label drawn from a known logit; `cards`
+    distinct card ids, one per 20 events by default."""
     start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     card_country = rng.choice(COUNTRIES, n, p=_zipf(len(COUNTRIES)))
     abroad = rng.random(n) < 0.12
@@ -68,10 +69,10 @@ def synth_payments(
         - 0.8 * (tenure > 365)
     )
     labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-    cards = rng.integers(0, max(n // 20, 1), n)
+    card_numbers = rng.integers(0, cards or max(n // 20, 1), n)
     columns: Columns = {
         "event_id": np.array([f"{id_prefix}{i:09d}" for i in range(n)], dtype=object),
-        "card_id": np.array([f"card-{c:07d}" for c in cards], dtype=object),
+        "card_id": np.array([f"card-{c:07d}" for c in card_numbers], dtype=object),
         "merchant_id": np.array([f"m-{m:05d}" for m in rng.integers(0, 5000, n)], dtype=object),
         "amount": amount,
         "currency": np.array([CURRENCY_OF.get(c, "EUR") for c in country], dtype=object),

@@ -180,7 +180,8 @@ class ModelSettings(Section):
             raise ValueError("policy list needs model.versions, e.g. [3, 4]")
         if self.policy == "pinned" and self.primary is not None:
             raise ValueError("policy pinned: model.version is the primary; remove model.primary")
-        if self.candidate is not None and self.candidate in (self.primary, self.version if self.policy == "pinned" else None):
+        primary = self.version if self.policy == "pinned" else self.primary
+        if self.candidate is not None and self.candidate == primary:
             raise ValueError(f"model.candidate {self.candidate} is also the primary; name another version")
         outside = [v for v in (self.primary, self.candidate) if v is not None and v not in self.versions]
         if self.policy == "list" and outside:

@@ -299,10 +299,10 @@ def value(scraped: Scraped, name: str) -> float:
 class SteadyProducer(threading.Thread):
     """Payments at a fixed rate, keyed by card, event time = send time."""
 
-    def __init__(self, settings: Settings, total: int, rate: float, prefix: str) -> None:
+    def __init__(self, settings: Settings, total: int, rate: float, prefix: str, cards: int | None = None) -> None:
         super().__init__(daemon=True)
         self.settings, self.total, self.rate = settings, total, rate
-        columns, _ = synth_payments(total, np.random.default_rng(), id_prefix=prefix)
+        columns, _ = synth_payments(total, np.random.default_rng(), id_prefix=prefix, cards=cards)
         self.ids = list(columns["event_id"])
         self.rows = rows_of(columns)
 

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -131,6 +132,21 @@ def test_malformed_redis_url_and_nan_threshold_are_one_line(make_settings: Setti
 def test_missing_topic(make_settings: SettingsFactory, tmp_path: Path) -> None:
     config = write_config(make_settings(), tmp_path / "c.yaml", topics__input="never-created-topic")
     assert "topic 'never-created-topic' does not exist" in fails_with(config)
+
+
+def test_metrics_port_taken(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(make_settings(), tmp_path / "c.yaml", metrics__port=port)
+        process = streamer("run", "--config", str(config))
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr
+    assert stderr.strip().splitlines() == [
+        f"streamer: metrics: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "free the port or fix metrics.host / metrics.port (port 0 picks a free one)"
+    ]
 
 
 def test_sigterm_drains_commits_and_exits_zero(make_settings: SettingsFactory, tmp_path: Path) -> None:

@@ -1,23 +1,27 @@
 """Model versions against the real stack: a hot swap under load, a tampered version refused, and
-a canary with a shadow, counted event by event on the scored topic."""
+a canary with a shadow through start-up, a restart, a scale-out and a rollback, counted event by
+event on the scored topic."""
 
 import shutil
+import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from streamer.codec import AvroCodec
 from streamer.lifecycle import entity_buckets, routed
+from streamer.records import now_ms
+from streamer.settings import Settings
 from streamer.worker import Worker
 from tests.conftest import SCHEMAS, drop_version, tamper, wrap_package
 from tests.integration.conftest import (
     SettingsFactory,
     SteadyProducer,
     free_port,
-    produce_payments,
     read_topic,
     samples,
     value,
@@ -90,35 +94,115 @@ def test_new_version_swaps_in_under_load_and_a_tampered_one_is_refused(
     assert gap < 1.0
 
 
-def test_canary_is_sticky_by_entity_and_the_shadow_never_decides(
-    make_settings: SettingsFactory, demo_model: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def two_versions(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo package as v1 and, as v2, the same graph halving its score: which version decided
+    is in every record, and the shadow's score is checkable against the decision."""
     import tensorflow as tf
 
-    models = tmp_path / "fraud"
+    models = tmp_path_factory.mktemp("rollout") / "fraud"
     shutil.copytree(demo_model, models)
     wrap_package(models / "1", models / "2", lambda inputs, scores: scores * tf.constant(0.5, scores.dtype))
-    settings = make_settings(
-        model={"path": str(models), "policy": "pinned", "version": 1, "canary_share": 0.1, "shadow_share": 0.3}
-    )
-    sent = produce_payments(settings, 20_000, seed=21)
-    assert Worker(settings).run(max_events=20_000, timeout_s=120).scored == 20_000
+    return models
 
-    records = scored_records(settings, 20_000)
-    assert len({r["event_id"] for r in records}) == 20_000
-    ids = np.array([r["entity_id"] for r in records], dtype=object)
-    buckets = entity_buckets(ids)
-    canary, shadowed = routed(buckets, 0.1), routed(buckets, 0.3)
+
+ROLLOUT_EVENTS = 24_000
+ROLLOUT_CARDS = 2_500
+WATCH_S = 1.0
+
+
+class Member:
+    """One worker of the group, in this process (a restart is a new `Worker`: a new lifecycle)."""
+
+    def __init__(self, settings: Settings, config: Path) -> None:
+        self.worker = Worker(settings, config_path=config)
+        self.thread = threading.Thread(target=self.worker.run, kwargs={"timeout_s": 240}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.worker.readiness()[0]:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the worker never became ready"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [{}, {"policy": "pinned", "version": 1, "candidate": 2}],
+    ids=["latest", "pinned-with-candidate"],
+)
+def test_a_canary_stays_a_canary_across_start_up_restart_and_scale_out_until_a_pin_rolls_it_back(
+    make_settings: SettingsFactory, two_versions: Path, tmp_path: Path, rollout: dict[str, object]
+) -> None:
+    """v1 and v2 are both present when the first worker starts; it is restarted mid-stream, a
+    second worker joins, then the config file pins v1 with the shares left at their values."""
+    model = {"path": str(two_versions), "watch_interval_s": WATCH_S, "canary_share": 0.1, "shadow_share": 0.2}
+    settings = make_settings(
+        model=model | rollout,
+        batching={"allowed_batch_sizes": [64, 256, 1024]},
+        kafka={"consumer": {"heartbeat.interval.ms": 250}},  # a joining member is let in within a second
+    )
+    config = write_config(settings, tmp_path / "config.yaml")
+    streams = [
+        SteadyProducer(settings, n, rate=1_500, prefix=prefix, cards=ROLLOUT_CARDS)
+        for n, prefix in ((ROLLOUT_EVENTS * 3 // 4, "r-"), (ROLLOUT_EVENTS // 4, "p-"))
+    ]
+    members = [Member(settings, config)]
+
+    def scored_at_least(n: int) -> None:
+        deadline = time.monotonic() + 120
+        while sum(m.worker.stats.scored for m in members) < n:
+            assert time.monotonic() < deadline, "the group stopped scoring"
+            time.sleep(0.05)
+
+    streams[0].start()
+    scored_at_least(ROLLOUT_EVENTS // 8)
+    members[0].stop()
+    members.append(Member(settings, config))  # the restart
+    scored_at_least(3 * ROLLOUT_EVENTS // 8)
+    members.append(Member(settings, config))  # scale 1 → 2
+    streams[0].join()
+    streams[1].start()
+    scored_at_least(ROLLOUT_EVENTS * 3 // 4 + 1000)
+    pinned_ms = now_ms()
+    write_config(settings, config, model__policy="pinned", model__version=1, model__candidate=None)
+    streams[1].join()
+    scored_at_least(ROLLOUT_EVENTS)
+    for member in members[1:]:
+        member.stop()
+
+    records = scored_records(settings, ROLLOUT_EVENTS)
+    ids = Counter(str(r["event_id"]) for r in records)
+    assert set(ids) == {*streams[0].ids, *streams[1].ids} and max(ids.values()) == 1  # none lost, none twice
+    assert members[2].worker.stats.scored > 0  # the second worker took partitions and scored
+    at = np.array([r["scored_at"] for r in records])
+    entities = np.array([r["entity_id"] for r in records], dtype=object)
     versions = np.array([r["model_version"] for r in records])
-    assert np.array_equal(versions == 2, canary)  # every event of a canary entity, and only those
-    share = len(set(ids[canary])) / len(set(ids))
-    assert abs(share - 0.1) < 4 * np.sqrt(0.09 / len(set(ids)))
     scores = np.array([r["score"] for r in records])
     shadow = np.array([np.nan if r["shadow_score"] is None else r["shadow_score"] for r in records])
-    assert np.array_equal(~np.isnan(shadow), shadowed)
-    assert {r["shadow_version"] for r in records if r["shadow_score"] is not None} == {2}
-    # the candidate halves v1's score: where v1 decides, the shadow is half the decision...
-    np.testing.assert_allclose(shadow[shadowed & ~canary], scores[shadowed & ~canary] * 0.5, rtol=1e-6)
-    # ...and where the canary decides, decision and shadow are the same model's score
-    np.testing.assert_allclose(shadow[canary], scores[canary], rtol=1e-6)
-    assert len(sent.values) == 20_000
+    buckets = entity_buckets(entities)
+    canary, shadowed = routed(buckets, 0.1), routed(buckets, 0.2)
+
+    before = at < pinned_ms  # start-up, restart and scale-out: the canary's entities, and only those, on v2
+    assert np.array_equal(versions[before] == 2, canary[before])
+    assert len(set(entities[before])) >= 2_000
+    per_entity = defaultdict(set)
+    for entity, version in zip(entities[before], versions[before], strict=True):
+        per_entity[entity].add(version)
+    assert sum(len(v) > 1 for v in per_entity.values()) == 0
+    v2_share = sum(v == {2} for v in per_entity.values()) / len(per_entity)
+    assert abs(v2_share - 0.1) < 4 * np.sqrt(0.09 / len(per_entity))
+    assert np.array_equal(~np.isnan(shadow[before]), shadowed[before])  # the shadow never decides:
+    v1_decides = before & shadowed & ~canary
+    np.testing.assert_allclose(shadow[v1_decides], scores[v1_decides] * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(shadow[before & canary], scores[before & canary], rtol=1e-6)
+
+    last_v2_ms = at[versions == 2].max()
+    print(f"rollback: last v2 decision {last_v2_ms - pinned_ms} ms after the pin (watch interval {WATCH_S} s)")
+    after = at > pinned_ms + WATCH_S * 1000 + 250  # one watch interval, and the pass that reads the file
+    assert after.sum() > 1000 and canary[after].any()
+    assert last_v2_ms <= pinned_ms + WATCH_S * 1000 + 250
+    assert np.isnan(shadow[after]).all()  # no canary or shadow traffic once pinned
