@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint stack-up stack-down stack-status clean bench soak chaos kit-check
+.PHONY: demo demo-canary test lint stack-up stack-down stack-status clean bench soak chaos kit-check
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 
 models/fraud/1: | $(STAMP)
 	$(BIN)/streamer model export-demo --config $(CONFIG)
+
+models/fraud/2: | models/fraud/1
+	$(BIN)/streamer model export-demo --config $(CONFIG) --version 2
 
 stack-up:
 	docker/local-stack.sh up
@@ -28,6 +31,11 @@ stack-status:
 demo: $(STAMP) stack-up models/fraud/1
 	$(BIN)/streamer topics create --config $(CONFIG)
 	$(BIN)/streamer demo --config $(CONFIG) --events 20000 --rate 4000
+
+# v1 and v2 on disk; the worker's config goes canary 10% → pinned to v1 → shares 0, each by SIGHUP.
+demo-canary: $(STAMP) stack-up models/fraud/2
+	$(BIN)/streamer topics create --config $(CONFIG)
+	$(BIN)/streamer demo --config $(CONFIG) --canary --events 30000 --rate 3000
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamer tests load examples

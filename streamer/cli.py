@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, required=True)
     demo.add_argument("--events", type=int, default=20_000)
     demo.add_argument("--rate", type=float, default=4_000, help="events per second")
+    demo.add_argument(
+        "--canary", action="store_true", help="with v1 and v2 on disk: a canary, a rollback, a promotion, by SIGHUP"
+    )
     return parser
 
 
@@ -133,10 +136,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         count = score_file(load_settings(args.config), args.input, args.output)
         print(f"scored {count} events into {args.output}")
         return 0
-    from streamer.demo import format_report, run_demo
+    from streamer.demo import CANARY_STEPS, format_report, run_demo
 
     settings = load_settings(args.config)
-    report = run_demo(settings, args.config, args.events, args.rate)
+    report = run_demo(settings, args.config, args.events, args.rate, CANARY_STEPS if args.canary else ())
     print(format_report(report))
     ok = report.scored == report.produced and report.duplicates == 0 and report.worker_exit == 0
     return 0 if ok else 1
