@@ -13,7 +13,7 @@ import yaml
 
 from streamer.codec import AvroCodec
 from streamer.errors import Fatal
-from streamer.lifecycle import BUCKETS, ModelLifecycle, entity_buckets, routed
+from streamer.lifecycle import BUCKETS, ModelLifecycle, Serving, entity_buckets, routed
 from streamer.model import MANIFEST, LoadedModel, load_package
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS, drop_version, tamper
@@ -42,6 +42,18 @@ def write_config(path: Path, model: dict[str, object]) -> Path:
     }
     path.write_text(yaml.safe_dump(tree))
     return path
+
+
+def reloaded(lifecycle: ModelLifecycle) -> Serving:
+    """SIGHUP, then what the watcher thread prepares from the config file. (Calling `check()` here
+    too would race the thread woken for the same reload.)"""
+    lifecycle.request_reload()
+    deadline = time.monotonic() + 60
+    while (swapped := lifecycle.swap_if_ready()) is None:
+        assert time.monotonic() < deadline, "the watcher never applied the reloaded config"
+        time.sleep(0.02)
+    lifecycle.close()
+    return swapped
 
 
 def test_buckets_are_stable_crc32_and_shares_are_nested() -> None:
@@ -95,10 +107,7 @@ def test_pinning_in_the_config_file_rolls_back_without_a_restart(models: Path, t
     lifecycle = ModelLifecycle(ModelSettings(path=models, watch_interval_s=0), load, SIZES, config)
     assert lifecycle.start().primary.version == 2
     write_config(config, {"path": str(models), "policy": "pinned", "version": 1})
-    lifecycle.request_reload()  # SIGHUP; a changed mtime alone would do as well
-    lifecycle.check()
-    swapped = lifecycle.swap_if_ready()
-    assert swapped is not None and swapped.primary.version == 1
+    assert reloaded(lifecycle).primary.version == 1
 
 
 def test_a_rollout_makes_the_newer_version_a_candidate_and_zero_shares_promote_it(models: Path, tmp_path: Path) -> None:
@@ -112,10 +121,7 @@ def test_a_rollout_makes_the_newer_version_a_candidate_and_zero_shares_promote_i
     assert swapped is not None
     assert swapped.versions == (1, 2, 0.1, 0.2)
     write_config(config, {**model, "canary_share": 0, "shadow_share": 0})
-    lifecycle.request_reload()
-    lifecycle.check()
-    promoted = lifecycle.swap_if_ready()
-    assert promoted is not None and promoted.versions == (2, None, 0.0, 0.0)
+    assert reloaded(lifecycle).versions == (2, None, 0.0, 0.0)
 
 
 def test_a_rollout_survives_start_up_and_restarts_and_pinning_ends_it(models: Path, tmp_path: Path) -> None:
@@ -126,10 +132,7 @@ def test_a_rollout_survives_start_up_and_restarts_and_pinning_ends_it(models: Pa
         lifecycle = ModelLifecycle(ModelSettings.model_validate(model), load, SIZES, config)
         assert lifecycle.start().versions == (1, 2, 0.1, 0.2)
     write_config(config, {**model, "policy": "pinned", "version": 1})  # the shares left as they were
-    lifecycle.request_reload()
-    lifecycle.check()
-    rolled_back = lifecycle.swap_if_ready()
-    assert rolled_back is not None and rolled_back.versions == (1, None, 0.0, 0.0)
+    assert reloaded(lifecycle).versions == (1, None, 0.0, 0.0)
     pinned = ModelSettings.model_validate({**model, "policy": "pinned", "version": 1, "candidate": 2})
     assert ModelLifecycle(pinned, load, SIZES).start().versions == (1, 2, 0.1, 0.2)
 
