@@ -134,8 +134,8 @@ class ModelSettings(Section):
         ge=0,
         le=1,
         description="Share of entities (sticky, by a hash of the entity id) whose decision comes from the "
-        "candidate. While a canary or shadow share is set, the newest version is the candidate, never the "
-        "primary, also at start-up and after a restart.",
+        "candidate. While a canary or shadow share is set under policy latest or list, the newest version "
+        "is the candidate, never the primary, also at start-up and after a restart.",
     )
     shadow_share: float = Field(
         0.0, ge=0, le=1, description="Share of entities the candidate also scores, into shadow_score only."
