@@ -387,7 +387,7 @@ class AvroCodec:
                 columns[name][recovered] = values
             decoded[recovered] = True
         kept = np.flatnonzero(decoded)
-        batch = EventBatch(columns, raw.partitions, raw.offsets, raw.keys, raw.values)
+        batch = EventBatch(columns, raw.partitions, raw.offsets, raw.keys, raw.values, raw.headers)
         if len(kept) < n:
             batch = batch.take(kept)
         bad = np.zeros(len(batch), dtype=bool)
@@ -442,9 +442,9 @@ class AvroCodec:
 
     @staticmethod
     def _dead_letter(raw: RawBatch, i: int, error_class: str, reason: str) -> DeadLetter:
-        return DeadLetter(
-            raw.topic, int(raw.partitions[i]), int(raw.offsets[i]), raw.keys[i], raw.values[i], error_class, reason
-        )
+        headers = None if raw.headers is None else raw.headers[i]
+        partition, offset = int(raw.partitions[i]), int(raw.offsets[i])
+        return DeadLetter(raw.topic, partition, offset, raw.keys[i], raw.values[i], error_class, reason, headers)
 
     def encode_one(self, row: Mapping[str, Any]) -> bytes:
         buffer = io.BytesIO()

@@ -11,10 +11,13 @@ A letter the broker still refuses for good (an ACL, a topic policy) is not retri
 a permanent refusal would hold the partition forever. It is logged with its source and counted
 in `streamer_dead_letters_failed_total{error}`, and the partition moves on — unless
 `delivery.refused_records` is `stop`, which stops the worker with exit 2 instead.
+
+With tracing on, a letter's headers also carry a child of its input's trace context.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 
@@ -23,6 +26,7 @@ from streamer.errors import Fatal
 from streamer.kafka.producer import RECORD_OVERHEAD, Headers, KafkaSink, Refusal
 from streamer.metrics import Metrics
 from streamer.records import DeadLetter, now_ms
+from streamer.tracing import TRACE_HEADERS, Tracing
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ class DeadLetterWriter:
         metrics: Metrics,
         worker_id: str,
         stop_on_refusal: bool,
+        tracing: Tracing | None = None,
     ) -> None:
         self.topic = topic
         self.codec = codec
@@ -47,6 +52,7 @@ class DeadLetterWriter:
         self.metrics = metrics
         self.worker_id = worker_id
         self.stop_on_refusal = stop_on_refusal
+        self.tracing = tracing or Tracing(None)
         self.limit_bytes = 0
 
     def start(self, limit_bytes: int) -> None:
@@ -78,6 +84,7 @@ class DeadLetterWriter:
             letter = _short_reason(letter)
             key, value, truncated = self._fit(letter)
             headers = self._headers(letter, truncated)
+            headers += self.tracing.dead_letter_headers(letter.headers, letter.error_class, letter.error_message)
             row = self._row(letter, failed_at) | {"original_value": value, "original_truncated": truncated}
             if not self.sink.produce(self.topic, key, self.codec.encode_one(row), headers):
                 self._failed(Refusal(self.topic, key, None, "refused by the producer"), letter)
@@ -128,9 +135,11 @@ class DeadLetterWriter:
         return key[:key_room], value[: room - key_room], True
 
     def _envelope_bytes(self, letter: DeadLetter) -> int:
-        """Everything but the original bytes: the record without them, and the headers."""
+        """Everything but the original bytes: the record without them, and the headers (a child
+        trace context is as long as its parent's)."""
         record = len(self.codec.encode_one(self._row(letter, 0) | {"original_value": None}))
-        return record + sum(len(name) + len(v or b"") for name, v in self._headers(letter, True))
+        trace = [(name, v) for name, v in letter.headers or () if name in TRACE_HEADERS]
+        return record + sum(len(name) + len(v or b"") for name, v in [*self._headers(letter, True), *trace])
 
     def _row(self, letter: DeadLetter, failed_at: int) -> dict[str, object]:
         value = letter.value or b""
@@ -171,7 +180,4 @@ _PROBE = DeadLetter("probe", 0, 0, None, None, "Probe", "x" * MAX_MESSAGE_CHARS)
 def _short_reason(letter: DeadLetter) -> DeadLetter:
     if len(letter.error_message) <= MAX_MESSAGE_CHARS:
         return letter
-    message = letter.error_message[: MAX_MESSAGE_CHARS - 1] + "…"
-    return DeadLetter(
-        letter.topic, letter.partition, letter.offset, letter.key, letter.value, letter.error_class, message
-    )
+    return dataclasses.replace(letter, error_message=letter.error_message[: MAX_MESSAGE_CHARS - 1] + "…")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 Columns = dict[str, np.ndarray]
+RecordHeaders = list[tuple[str, bytes | None]]  # as librdkafka hands them over
 
 
 def now_ms() -> int:
@@ -24,6 +25,7 @@ class RawBatch:
     offsets: np.ndarray  # int64
     keys: list[bytes | None]
     values: list[bytes | None]
+    headers: list[RecordHeaders | None] | None = None  # read only when tracing is on (streamer.tracing)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -38,6 +40,7 @@ class EventBatch:
     offsets: np.ndarray
     keys: list[bytes | None]
     values: list[bytes | None] | None = None  # the input bytes, for a dead letter if the model rejects one
+    headers: list[RecordHeaders | None] | None = None  # the input headers, when tracing is on
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -45,24 +48,29 @@ class EventBatch:
     def with_columns(self, extra: Columns) -> EventBatch:
         if not extra:
             return self
-        return EventBatch({**self.columns, **extra}, self.partitions, self.offsets, self.keys, self.values)
+        return EventBatch(
+            {**self.columns, **extra}, self.partitions, self.offsets, self.keys, self.values, self.headers
+        )
 
     def take(self, rows: np.ndarray | slice) -> EventBatch:
         """Rows by slice, boolean mask or index array."""
-        values = self.values
+        values, headers = self.values, self.headers
         if isinstance(rows, slice):
             keys = self.keys[rows]
             values = None if values is None else values[rows]
+            headers = None if headers is None else headers[rows]
         else:
             index = np.flatnonzero(rows) if rows.dtype == bool else rows
             keys = [self.keys[i] for i in index]
             values = None if values is None else [values[i] for i in index]
+            headers = None if headers is None else [headers[i] for i in index]
         return EventBatch(
             {name: col[rows] for name, col in self.columns.items()},
             self.partitions[rows],
             self.offsets[rows],
             keys,
             values,
+            headers,
         )
 
     @staticmethod
@@ -75,6 +83,7 @@ class EventBatch:
             np.concatenate([b.offsets for b in batches]),
             [key for b in batches for key in b.keys],
             None if any(b.values is None for b in batches) else [v for b in batches for v in b.values or ()],
+            None if any(b.headers is None for b in batches) else [h for b in batches for h in b.headers or ()],
         )
 
 
@@ -89,6 +98,7 @@ class DeadLetter:
     value: bytes | None
     error_class: str
     error_message: str
+    headers: RecordHeaders | None = None  # the input's, for its trace context (streamer.tracing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from streamer.model import LoadedModel, load_package
 from streamer.preprocess import Entity
 from streamer.records import DeadLetter, EventBatch, now_ms
 from streamer.settings import ModelSettings, Settings
+from streamer.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,15 @@ class RunStats:
 
 class Worker:
     def __init__(
-        self, settings: Settings, clock: Callable[[], float] = time.monotonic, config_path: Path | None = None
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        config_path: Path | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """`config_path`: where `settings` came from; its model section is re-read on SIGHUP and
-        when the file changes (version pins, canary and shadow shares)."""
+        when the file changes (version pins, canary and shadow shares). `tracing`: by default
+        from the OTEL_* environment (off unless it names an exporter)."""
         self.settings = settings
         self.config_path = config_path
         self.clock = clock
@@ -92,6 +98,8 @@ class Worker:
             settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost, self.metrics
         )
         self.sink = KafkaSink(settings.producer_config(), self.metrics)
+        self.tracing = tracing or Tracing.from_env()
+        self.source.capture_headers = self.tracing.enabled
         delivery = settings.delivery
         self.dead_letters = DeadLetterWriter(
             settings.topics.dlq,
@@ -100,6 +108,7 @@ class Worker:
             self.metrics,
             settings.worker_id,
             delivery.refused_records == "stop",
+            self.tracing,
         )
         self.checkpoint = Checkpoint(
             self.source,
@@ -252,6 +261,7 @@ class Worker:
             self._enricher.shutdown()
             self.source.close()
             self.sink.close(self.settings.delivery.flush_timeout_s)
+            self.tracing.shutdown()
             if self.health is not None:
                 self.health.stop()
             for signum, handler in previous_handlers.items():
@@ -369,6 +379,7 @@ class Worker:
     def _score(self, events: EventBatch, enrichment: Enrichment) -> None:
         assert self.lifecycle is not None and self.lifecycle.serving is not None
         settings, metrics = self.settings, self.metrics
+        traced = self.tracing.batch(events, settings.topics.input)
         with metrics.time_stage("infer"):
             scored, rejected = pipeline.score_batch(
                 self.lifecycle.serving,
@@ -379,6 +390,7 @@ class Worker:
                 enrichment,
                 settings.model.entity_field,
             )
+        traced.stage("infer")
         if rejected:
             self._dead_letter([self._rejected(events, row, reason) for row, reason in sorted(rejected.items())])
             events = scored.events
@@ -389,14 +401,17 @@ class Worker:
             model = settings.model
             columns = scored_columns(scored, model.key_field, model.entity_field, model.time_field)
             values = self.scored_codec.encode_columns(columns, len(scored.events))
+        traced.stage("encode")
         with metrics.time_stage("produce"):
             scored_topic, alerts_topic = settings.topics.scored, settings.topics.alerts
             too_large: list[int] = []
             for row, (key, value, alert) in enumerate(zip(events.keys, values, scored.alerts.tolist(), strict=True)):
-                if not self.sink.produce(scored_topic, key, value):
+                headers = traced.headers(events, row)
+                if not self.sink.produce(scored_topic, key, value, headers):
                     too_large.append(row)
-                elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value):
+                elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value, headers):
                     self.dead_letters.refused_outputs([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
+        traced.end()
         if too_large:
             self._dead_letter([self._refused_output(scored_topic, events, values, row) for row in too_large])
             events = events.take(np.isin(np.arange(len(events)), too_large, invert=True))
@@ -415,7 +430,10 @@ class Worker:
     def _rejected(self, events: EventBatch, row: int, reason: str, error_class: str = "ModelRejected") -> DeadLetter:
         value = None if events.values is None else events.values[row]
         partition, offset = int(events.partitions[row]), int(events.offsets[row])
-        return DeadLetter(self.settings.topics.input, partition, offset, events.keys[row], value, error_class, reason)
+        headers = None if events.headers is None else events.headers[row]
+        return DeadLetter(
+            self.settings.topics.input, partition, offset, events.keys[row], value, error_class, reason, headers
+        )
 
     def _refused_output(self, topic: str, events: EventBatch, values: list[bytes], row: int) -> DeadLetter:
         """An event whose scored record is larger than `topic` takes: dead-lettered, not lost."""

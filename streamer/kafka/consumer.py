@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -14,7 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from streamer.errors import Fatal
 from streamer.kafka.errors import retriable_errors
 from streamer.metrics import Metrics
-from streamer.records import RawBatch
+from streamer.records import RawBatch, RecordHeaders
 from streamer.retry import bounded
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class KafkaSource:
         self.on_revoke = on_revoke
         self.on_lost = on_lost
         self.assigned: set[int] = set()
+        self.capture_headers = False  # on for tracing: headers cost a Python list per message
         self._consumer: Consumer | None = None
 
     @property
@@ -118,6 +119,8 @@ class KafkaSource:
             np.fromiter((m.offset() for m in good), dtype=np.int64, count=len(good)),
             [m.key() for m in good],
             [m.value() for m in good],
+            # a consumed message's headers are (name, bytes) pairs; the stubs also allow a producer's
+            cast("list[RecordHeaders | None]", [m.headers() for m in good]) if self.capture_headers else None,
         )
 
     def commit(self, next_offsets: dict[int, int]) -> None:
