@@ -1,12 +1,15 @@
 """The deployment kit under docker/: its files parse, the configs it ships are valid config trees,
-the Grafana dashboard queries only metrics the worker exposes, and the KEDA ceiling is the
-partition count. Static checks: no Docker engine, broker or Redis."""
+the Grafana dashboard queries only metrics the worker exposes, the KEDA ceiling is the
+partition count, and the Helm chart's values hold a valid config with secrets only from a Secret.
+Static checks: no Docker engine, broker or Redis (helm renders the chart when installed)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,13 @@ DATASOURCES = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.
 K8S_DEPLOYMENT = DOCKER / "k8s" / "deployment.yaml"
 KEDA = DOCKER / "k8s" / "keda-scaledobject.yaml"
 LOCAL_CONFIG = ROOT / "configs" / "local.yaml"
-KIT_FILES = sorted(p for p in DOCKER.rglob("*") if p.is_file() and p.suffix in {".yml", ".yaml", ".json"})
+CHART = DOCKER / "helm" / "streamer"
+HELM = Path(os.environ.get("STREAMER_TOOLS", Path.home() / ".cache" / "streamer")) / "bin" / "helm-v3.22.0"
+KIT_FILES = sorted(
+    p
+    for p in DOCKER.rglob("*")
+    if p.is_file() and p.suffix in {".yml", ".yaml", ".json"} and "templates" not in p.parts  # Go templates
+)
 
 
 def documents(path: Path) -> list[Any]:
@@ -50,6 +59,7 @@ def test_kit_files_are_found() -> None:
     names = {p.relative_to(DOCKER).as_posix() for p in KIT_FILES}
     assert {"compose.yml", "config.yaml", "prometheus.yml", "grafana/dashboards/streamer.json"} <= names
     assert {"k8s/deployment.yaml", "k8s/keda-scaledobject.yaml"} <= names
+    assert {"helm/streamer/Chart.yaml", "helm/streamer/values.yaml", "helm/streamer/values.schema.json"} <= names
 
 
 @pytest.mark.parametrize("path", KIT_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -146,3 +156,74 @@ def test_keda_ceiling_is_the_partition_count() -> None:
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == local["kafka"]["consumer"]["group.id"]
     assert trigger["metadata"]["topic"] == local["topics"]["input"]
+
+
+# --- (d) the Helm chart --------------------------------------------------------------------------
+
+
+def chart_values() -> dict[str, Any]:
+    values = documents(CHART / "values.yaml")[0]
+    assert isinstance(values, dict)
+    return values
+
+
+def test_chart_config_is_a_valid_config_and_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    """The ConfigMap holds `config` verbatim; the Secret's keys arrive as the env variables
+    `secrets.env` names, and those must be the ones the worker reads as secrets."""
+    values = chart_values()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(values["config"]))
+    environ = {name: f"from-secret-{key}" for name, key in values["secrets"]["env"].items()}
+    settings = load_settings(path, environ=environ)
+    assert settings.features.password is not None
+    assert settings.features.password.get_secret_value() == "from-secret-redis-password"
+    assert settings.kafka.common["sasl.password"] == "from-secret-kafka-sasl-password"
+    assert settings.topics.partitions == load_settings(LOCAL_CONFIG, environ={}).topics.partitions
+    assert settings.metrics.host == "0.0.0.0"
+
+
+def test_chart_requests_fit_the_measured_worker() -> None:
+    """load/BENCHMARKS.md: a steady 624 MiB RSS over the soak; the request must hold it."""
+    resources = chart_values()["resources"]
+    mib = {"Mi": 1, "Gi": 1024}
+    request = resources["requests"]["memory"]
+    assert int(request[:-2]) * mib[request[-2:]] >= 624
+    assert "cpu" not in resources.get("limits", {}), "a CPU limit throttles TensorFlow's thread pools"
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    if not HELM.exists():
+        pytest.skip(f"{HELM} not installed (docker/validate.sh installs it)")
+    command = [str(HELM), "template", "t", str(CHART), "--kube-version", "1.37.0", *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def test_rendered_chart_scales_to_the_partitions_and_probes_health() -> None:
+    objects = {doc["kind"]: doc for doc in render()}
+    values = chart_values()
+    scaled = objects["ScaledObject"]["spec"]
+    assert scaled["maxReplicaCount"] == values["config"]["topics"]["partitions"]
+    assert scaled["scaleTargetRef"]["name"] == objects["Deployment"]["metadata"]["name"]
+    assert scaled["triggers"][0]["metadata"]["consumerGroup"] == values["config"]["kafka"]["consumer"]["group.id"]
+    deployment = objects["Deployment"]["spec"]
+    assert "replicas" not in deployment  # KEDA's HPA owns the count
+    (worker,) = deployment["template"]["spec"]["containers"]
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert yaml.safe_load(objects["ConfigMap"]["data"]["config.yaml"]) == values["config"]
+    monitor = objects["ServiceMonitor"]["spec"]
+    assert monitor["endpoints"][0]["port"] == "metrics"
+    assert monitor["selector"]["matchLabels"].items() <= objects["Service"]["metadata"]["labels"].items()
+
+
+def test_rendered_chart_takes_secrets_by_reference_only() -> None:
+    objects = render("--set", "secrets.existingSecret=s", "--set", "keda.enabled=false")
+    deployment = next(doc for doc in objects if doc["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STREAMER_FEATURES__PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "s"
+    assert deployment["spec"]["replicas"] == 1
+    for bad in ("config.features.password=x", "config.kafka.common.sasl\\.password=x", "keda.maxReplicaCount=9"):
+        command = [str(HELM), "template", "t", str(CHART), "--kube-version", "1.37.0", "--set", bad]
+        refused = subprocess.run(command, capture_output=True)
+        assert refused.returncode != 0, bad
