@@ -6,8 +6,10 @@ on the same local broker, with the same client settings, in one run.
 (a) bare loop: the pipe ceiling, no batching logic, no model, no Redis;
 (b) the worker with everything on (Redis features, model, drift, DLQ checks, metrics);
 (c) where (b)'s time goes: per-stage seconds from its own `streamer_stage_seconds`; (b) again
-    with drift off, and with Redis off (entity features at their defaults); and (b) in
-    exactly_once mode (transactions);
+    with drift off, and with Redis off (entity features at their defaults); (b) in
+    exactly_once mode (transactions); and (b) with tracing on (every backlog event carries a
+    sampled traceparent, the worst case; spans go to a batch processor with an exporter that
+    drops them, so a collector's cost is not counted);
 (d) the maximum sustainable rate: the load generator against a worker process, down a ladder of
     rates from (b)'s until the worker keeps up; then p50/p99 from event time to the scored event
     read back at 50% of that rate.
@@ -32,11 +34,14 @@ import loadgen  # load/, the folder of this script, is on sys.path
 import numpy as np
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader, schemaless_writer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from streamer.codec import AvroCodec
 from streamer.demo import rows_of, synth_payments
 from streamer.kafka.admin import create_topics
 from streamer.settings import Settings, load_settings
+from streamer.tracing import Tracing
 from streamer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,10 +71,12 @@ def produce_backlog(settings: Settings, events: int) -> None:
     # the backlog holds the past day (a replay); drift counts every event, none is "from the future"
     columns, _ = synth_payments(events, np.random.default_rng(1), start_ms=time.time_ns() // 1_000_000 - 86_400_000)
     producer = Producer({**settings.admin_config(), "linger.ms": 5})
-    for row in rows_of(columns):
+    for i, row in enumerate(rows_of(columns)):
+        # every event traced and sampled: the worst case for the tracing variant; the others never read headers
+        headers = [("traceparent", f"00-{i + 1:032x}-{i + 1:016x}-01".encode())]
         while True:
             try:
-                producer.produce(settings.topics.input, codec.encode_one(row), row["card_id"].encode())
+                producer.produce(settings.topics.input, codec.encode_one(row), row["card_id"].encode(), headers=headers)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -114,8 +121,19 @@ def bare_loop(settings: Settings, events: int) -> float:
     return events / elapsed
 
 
-def worker_run(settings: Settings, events: int) -> tuple[float, dict[str, float]]:
-    worker = Worker(settings)
+class DroppingExporter(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def traced() -> Tracing:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DroppingExporter()))
+    return Tracing(provider)
+
+
+def worker_run(settings: Settings, events: int, tracing: Tracing | None = None) -> tuple[float, dict[str, float]]:
+    worker = Worker(settings, tracing=tracing)
     first: dict[str, float] = {}
     original_step = worker._step
 
@@ -206,7 +224,7 @@ def main() -> None:
 
     # Runs interleave and each figure is the median of `--repeats`: a 3 s run on 2 shared cores
     # varies by 10% from one run to the next, which would swamp a side stage's cost.
-    bares, workers, no_drifts, no_redis, exactly_once = [], [], [], [], []
+    bares, workers, no_drifts, no_redis, exactly_once, tracing_on = [], [], [], [], [], []
     stage_runs: list[dict[str, float]] = []
     for attempt in range(args.repeats):
         bares.append(bare_loop(variant(f"bare{attempt}"), args.events))
@@ -220,8 +238,9 @@ def main() -> None:
         no_redis.append(worker_run(without_redis, args.events)[0])
         transactional = variant(f"eos{attempt}", delivery={"mode": "exactly_once", "transactional_id": f"bench-{run}"})
         exactly_once.append(worker_run(transactional, args.events)[0])
-    bare, worker, no_drift, no_features, eos = (
-        float(np.median(runs)) for runs in (bares, workers, no_drifts, no_redis, exactly_once)
+        tracing_on.append(worker_run(variant(f"traced{attempt}"), args.events, traced())[0])
+    bare, worker, no_drift, no_features, eos, with_tracing = (
+        float(np.median(runs)) for runs in (bares, workers, no_drifts, no_redis, exactly_once, tracing_on)
     )
     stages = {stage: float(np.median([run[stage] for run in stage_runs])) for stage in stage_runs[0]}
     print(f"(a) bare consume→decode→encode→produce→commit loop: {bare:9.0f} events/s")
@@ -235,6 +254,8 @@ def main() -> None:
           f"features cost {1 - worker / no_features:.1%} of throughput"
           f" (their stage: {stages.get('features', 0) / total:.1%} of the worker's time)")  # fmt: skip
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
+    print(f"(c) worker with tracing on, every event traced: {with_tracing:9.0f} events/s: "
+          f"tracing costs {1 - with_tracing / worker:.1%} of throughput")  # fmt: skip
     sustainable = max_sustainable(args.config, base, run, worker, args.probe_seconds)
     rate = sustainable / 2
     at_half = latency_at(args.config, base, f"{run}-lat", rate, args.latency_seconds)
@@ -247,7 +268,7 @@ def main() -> None:
     args.json.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
         "stage_seconds": stages, "drift_off_events_per_s": no_drift, "features_off_events_per_s": no_features,
-        "exactly_once_events_per_s": eos,
+        "exactly_once_events_per_s": eos, "tracing_events_per_s": with_tracing,
         "max_sustainable_events_per_s": sustainable, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
         "events": args.events,
     }, indent=1))  # fmt: skip
