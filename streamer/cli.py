@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/2")
     sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key, PEM")
 
-    score = commands.add_parser("score", help="score an Avro container file offline, through the same path")
+    score = commands.add_parser(
+        "score",
+        help="score an Avro container file offline, through the same path; refused records go to "
+        "<output stem>.dlq.avro (exit 1 when there are any)",
+    )
     score.add_argument("--config", type=Path, required=True)
     score.add_argument("--input", type=Path, required=True)
     score.add_argument("--output", type=Path, required=True)
@@ -128,9 +132,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "score":
         from streamer.offline import score_file
 
-        count = score_file(load_settings(args.config), args.input, args.output)
-        print(f"scored {count} events into {args.output}")
-        return 0
+        summary = score_file(load_settings(args.config), args.input, args.output)
+        print(summary.line(args.output))
+        return 1 if summary.dead_lettered else 0
     from streamer.demo import format_report, run_demo
 
     settings = load_settings(args.config)

@@ -17,6 +17,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,8 +28,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from streamer.errors import Fatal, PoisonRecord
-from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, ScoredBatch
-from streamer.settings import Settings
+from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Refusal, Refusals, ScoredBatch
+from streamer.settings import EventSettings, Settings
 
 _NUMPY_TYPES = {
     "long": np.int64,
@@ -390,15 +391,22 @@ class AvroCodec:
         batch = EventBatch(columns, raw.partitions, raw.offsets, raw.keys, raw.values)
         if len(kept) < n:
             batch = batch.take(kept)
-        bad = np.zeros(len(batch), dtype=bool)
-        for name, column in batch.columns.items():
+        refused = self.non_finite(batch.columns)
+        dead += self.dead_letters(batch, refused, raw.topic)
+        return (batch.take(np.setdiff1d(np.arange(len(batch)), list(refused))) if refused else batch), dead
+
+    def non_finite(self, columns: Columns) -> Refusals:
+        """Rows holding NaN or an infinity, which no model input can mean; a null is another
+        matter, the feature spec's to fill."""
+        refused: Refusals = {}
+        for name, column in columns.items():
+            if self.field_types[name] in (["null", "double"], ["null", "float"]):
+                column = np.array([0.0 if v is None else v for v in column.tolist()], dtype=np.float64)
             if column.dtype.kind == "f":
-                non_finite = ~np.isfinite(column)
-                for row in np.flatnonzero(non_finite & ~bad):
+                for row in np.flatnonzero(~np.isfinite(column)).tolist():
                     reason = f"field {name} is {float(column[row])}; finite numbers only"
-                    dead.append(self._dead_letter(raw, int(kept[row]), PoisonRecord.__name__, reason))
-                bad |= non_finite
-        return (batch.take(~bad) if bad.any() else batch), dead
+                    refused.setdefault(row, Refusal(PoisonRecord.__name__, reason))
+        return refused
 
     def _decode_columnar(self, values: list[bytes | None]) -> tuple[Columns, np.ndarray]:
         """Columns of every record and a mask of those the columnar decoder read; all False, with
@@ -436,6 +444,33 @@ class AvroCodec:
             if rows:
                 yield self.columns_of(rows)
 
+    def decode_container(self, path: Path, batch_size: int) -> Iterator[tuple[EventBatch, list[DeadLetter]]]:
+        """A container file as `decode` gives the worker a poll: events and dead letters, after
+        the same value checks. Partition -1 and the record's index in the file as its offset
+        trace every row back; a dead letter's value is its record encoded with this schema."""
+        position = 0
+        for columns in self.read_container(path, batch_size):
+            n = len(next(iter(columns.values())))
+            batch = EventBatch(
+                columns, np.full(n, -1, np.int32), np.arange(position, position + n, dtype=np.int64), [None] * n
+            )
+            position += n
+            refused = self.non_finite(columns)
+            dead = self.dead_letters(batch, refused, str(path))
+            yield (batch.take(np.setdiff1d(np.arange(n), list(refused))) if refused else batch), dead
+
+    def dead_letters(self, events: EventBatch, refused: Refusals, topic: str) -> list[DeadLetter]:
+        """The refused rows of `events` as dead letters, in row order; a record whose input bytes
+        are not kept (read from a file) is encoded anew with this schema."""
+        letters = []
+        for row, refusal in sorted(refused.items()):
+            letter = events.dead_letter(row, topic, refusal)
+            if letter.value is None:
+                record = {name: events.columns[name][row] for name in self.field_types}
+                letter = replace(letter, value=self.encode_one(record))
+            letters.append(letter)
+        return letters
+
     def write_container(self, path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
         with open(path, "wb") as stream:
             fastavro.writer(stream, self.schema, rows)
@@ -462,16 +497,16 @@ class AvroCodec:
         return self.encode(dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
 
 
-def scored_columns(scored: ScoredBatch, key_field: str, entity_field: str, time_field: str) -> dict[str, Any]:
+def scored_columns(scored: ScoredBatch, event: EventSettings) -> dict[str, Any]:
     """The scored-event fields of a batch as columns, in input order (schemas/scored_payment.avsc)."""
     events = scored.events
     n = len(events)
     shadow_scores = [] if scored.shadow_scores is None else scored.shadow_scores.tolist()
     shadows = [None if s != s else s for s in shadow_scores] or [None] * n  # NaN: not shadowed
     return {
-        "event_id": events.columns[key_field].tolist(),
-        "entity_id": events.columns[entity_field].tolist(),
-        "event_time": events.columns[time_field],
+        "event_id": events.columns[event.id_field].tolist(),
+        "entity_id": events.columns[event.entity_field].tolist(),
+        "event_time": events.columns[event.time_field],
         "score": scored.scores,
         "alert": scored.alerts,
         "model_name": [scored.model_name] * n,
@@ -485,9 +520,9 @@ def scored_columns(scored: ScoredBatch, key_field: str, entity_field: str, time_
     }
 
 
-def scored_rows(scored: ScoredBatch, key_field: str, entity_field: str, time_field: str) -> list[dict[str, Any]]:
+def scored_rows(scored: ScoredBatch, event: EventSettings) -> list[dict[str, Any]]:
     """`scored_columns` as rows, for container files."""
-    columns = scored_columns(scored, key_field, entity_field, time_field)
+    columns = scored_columns(scored, event)
     lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]
     return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -13,6 +14,14 @@ Columns = dict[str, np.ndarray]
 def now_ms() -> int:
     """Wall-clock milliseconds, the unit of Avro timestamp-millis fields."""
     return time.time_ns() // 1_000_000
+
+
+def has_id(column: np.ndarray) -> np.ndarray:
+    """Rows whose id is neither null nor empty, the only ids that may key state: every null
+    would otherwise share one key (`…:{None}`), and every empty id another."""
+    if column.dtype != object:
+        return np.ones(len(column), dtype=bool)  # a numeric id is always there
+    return np.fromiter((v is not None and v != "" for v in column.tolist()), dtype=bool, count=len(column))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +36,16 @@ class RawBatch:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+class Refusal(NamedTuple):
+    """Why one decoded event is not scored: the dead letter's error class and message."""
+
+    error_class: str
+    reason: str
+
+
+Refusals = dict[int, Refusal]  # by row of the batch they refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,11 @@ class EventBatch:
             keys,
             values,
         )
+
+    def dead_letter(self, row: int, topic: str, refusal: Refusal) -> DeadLetter:
+        """One row refused after decoding, with its input bytes and the reason."""
+        value = None if self.values is None else self.values[row]
+        return DeadLetter(topic, int(self.partitions[row]), int(self.offsets[row]), self.keys[row], value, *refusal)
 
     @staticmethod
     def concat(batches: list[EventBatch]) -> EventBatch:

@@ -96,6 +96,7 @@ class Worker:
         )
         self.lifecycle: ModelLifecycle | None = None
         self._entity_features: tuple[Entity, ...] | None = None
+        self._entity_fields: tuple[str, ...] = ()  # every id that keys state: event.missing_entity applies
         self.device = "/CPU:0"
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
@@ -128,9 +129,9 @@ class Worker:
             lambda version, reason: self.metrics.model_refused.inc(),
         )
         model = self.lifecycle.start().primary
-        self.features = FeatureStore(
-            self.settings.features, model.spec, self.metrics, self.settings.model.time_field, self.clock
-        )
+        event = self.settings.event
+        self._entity_fields = pipeline.entity_fields(event.entity_field, model)
+        self.features = FeatureStore(self.settings.features, model.spec, self.metrics, event.time_field, self.clock)
         self.features.check_schema(self.input_codec.field_types)
         self.features.start()
         if self.settings.drift.enabled:
@@ -260,8 +261,15 @@ class Worker:
         if len(raw):
             self.metrics.events_consumed.inc(len(raw))
             with self.metrics.time_stage("decode"):
-                events, dead = self.input_codec.decode(raw)
-            self._dead_letter(dead)
+                decoded, dead = self.input_codec.decode(raw)
+                assert self.lifecycle is not None and self.lifecycle.serving is not None
+                events, refused = pipeline.admit(
+                    decoded,
+                    self._entity_fields,
+                    self.settings.event.missing_entity,
+                    pipeline.needed_inputs(self.lifecycle.serving),
+                )
+            self._dead_letter(dead + self.input_codec.dead_letters(decoded, refused, self.settings.topics.input))
             self.batcher.add(events, waiting_since)
         elif self.drift is not None and not len(self.batcher):
             self.drift.idle()
@@ -353,17 +361,17 @@ class Worker:
                 settings.model.alert_threshold,
                 now_ms(),
                 enrichment,
-                settings.model.entity_field,
+                settings.event.entity_field,
             )
         if rejected:
-            self._dead_letter([self._rejected(events, row, reason) for row, reason in sorted(rejected.items())])
+            self._dead_letter(self.input_codec.dead_letters(events, rejected, settings.topics.input))
             events = scored.events
+        time_field = settings.event.time_field
         if self.drift is not None:
             with metrics.time_stage("drift"):
-                self.drift.observe(scored.events.columns, scored.scores, events.columns[settings.model.time_field])
+                self.drift.observe(scored.events.columns, scored.scores, events.columns[time_field])
         with metrics.time_stage("encode"):
-            model = settings.model
-            columns = scored_columns(scored, model.key_field, model.entity_field, model.time_field)
+            columns = scored_columns(scored, settings.event)
             values = self.scored_codec.encode_columns(columns, len(scored.events))
         with metrics.time_stage("produce"):
             alerts_topic = settings.topics.alerts
@@ -381,14 +389,7 @@ class Worker:
         if self._swapped_after is not None:
             metrics.model_swap_gap.set(self._last_batch_end - self._swapped_after)
             self._swapped_after = None
-        metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[model.time_field]) / 1000)
-
-    def _rejected(self, events: EventBatch, row: int, reason: str) -> DeadLetter:
-        value = None if events.values is None else events.values[row]
-        partition, offset = int(events.partitions[row]), int(events.offsets[row])
-        return DeadLetter(
-            self.settings.topics.input, partition, offset, events.keys[row], value, "ModelRejected", reason
-        )
+        metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[time_field]) / 1000)
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:

@@ -16,6 +16,19 @@ SCHEMAS = ROOT / "schemas"
 FEATURE_SPEC = ROOT / "configs" / "features" / "fraud.yaml"
 
 
+def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
+    """schemas/payment.avsc with `fields` made ["null", T], as a user's real data often has them."""
+    import json
+
+    declared = json.loads((SCHEMAS / "payment.avsc").read_text())
+    for field in declared["fields"]:
+        if field["name"] in fields:
+            field["type"], field["default"] = ["null", field["type"]], None
+    path = folder / "nullable_payment.avsc"
+    path.write_text(json.dumps(declared))
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo fraud model package trained on few events: tests need its shape, not its skill."""
