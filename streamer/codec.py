@@ -49,6 +49,18 @@ def _without_logical_types(schema: Any) -> Any:
     return schema
 
 
+def _logical_types(schema: Any) -> dict[str, str]:
+    """Field name → logical type of a record's fields ([null, T] unions included), which the
+    parsed schema no longer holds."""
+    found = {}
+    for field in schema.get("fields", []):
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            if isinstance(branch, dict) and "logicalType" in branch:
+                found[field["name"]] = str(branch["logicalType"])
+    return found
+
+
 def _parse(text: str, origin: object) -> tuple[dict[str, Any], Any]:
     """(declaration without logical types, parsed schema); a bad schema is `Fatal`."""
     try:
@@ -315,7 +327,10 @@ class AvroCodec:
     ) -> None:
         """`columnar=False` reads and writes every record with fastavro, the reference the
         columnar path is checked against."""
-        declared, self.schema = _parse(_read(path), path)
+        text = _read(path)
+        declared, self.schema = _parse(text, path)
+        self.path = Path(path)
+        self.logical_types = _logical_types(json.loads(text))
         self.writers = writers
         self.max_record_bytes = max_record_bytes
         self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))

@@ -15,6 +15,7 @@ from typing import Any
 
 from streamer import pipeline
 from streamer.codec import AvroCodec, dead_letter_row, scored_rows
+from streamer.contract import check_entity_features, check_event_contract
 from streamer.features import FeatureStore
 from streamer.lifecycle import Serving
 from streamer.metrics import Metrics
@@ -48,9 +49,11 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
     scored_codec = AvroCodec(settings.schemas.scored)
     dlq_codec = AvroCodec(settings.schemas.dlq)
     event = settings.event
+    check_event_contract(event, input_codec, scored_codec)
     model = load_model(settings.model, input_codec.field_types)
     features = FeatureStore(settings.features, model.spec, Metrics.create(), event.time_field, offline=True)
     features.check_schema(input_codec.field_types)
+    check_entity_features(model.spec, input_codec)
     features.start()
     entity_fields = pipeline.entity_fields(event.entity_field, model)
     needed = pipeline.needed_inputs(Serving(model))

@@ -25,6 +25,7 @@ import numpy as np
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
 from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_columns
+from streamer.contract import check_entity_features, check_event_contract
 from streamer.device import label as device_label
 from streamer.device import serving_device
 from streamer.drift import SCORE, Baseline
@@ -82,6 +83,7 @@ class Worker:
         self.clock = clock
         self.input_codec = input_codec(settings)
         self.scored_codec = AvroCodec(settings.schemas.scored)
+        check_event_contract(settings.event, self.input_codec, self.scored_codec)
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
@@ -133,6 +135,7 @@ class Worker:
         self._entity_fields = pipeline.entity_fields(event.entity_field, model)
         self.features = FeatureStore(self.settings.features, model.spec, self.metrics, event.time_field, self.clock)
         self.features.check_schema(self.input_codec.field_types)
+        check_entity_features(model.spec, self.input_codec)
         self.features.start()
         if self.settings.drift.enabled:
             self.drift = self._drift_tap(model)
