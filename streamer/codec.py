@@ -18,8 +18,10 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, cast
+from uuid import UUID
 
 import fastavro
 import numpy as np
@@ -47,6 +49,35 @@ def _without_logical_types(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_without_logical_types(s) for s in schema]
     return schema
+
+
+def nullable_base(avro_type: Any) -> tuple[bool, Any]:
+    """(whether a field's type admits null, its non-null type): [null, T] or [T, null] (as Spark
+    writes them) are nullable T; other unions stay as they are."""
+    if isinstance(avro_type, list) and len(avro_type) == 2 and "null" in avro_type:
+        return True, next(t for t in avro_type if t != "null")
+    return False, avro_type
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _plain(value: Any, micros: bool) -> Any:
+    """A value fastavro decoded through a writer's logical type, back to what the type carries
+    (ms or µs since the epoch, days, a string), the way the worker reads it."""
+    unit = timedelta(microseconds=1) if micros else timedelta(milliseconds=1)
+    if isinstance(value, datetime):
+        return ((value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH) // unit
+    if isinstance(value, date):
+        return (value - _EPOCH.date()).days
+    if isinstance(value, time):
+        return (
+            timedelta(hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond)
+            // unit
+        )
+    if isinstance(value, UUID):
+        return str(value)
+    return value
 
 
 def _logical_types(schema: Any) -> dict[str, str]:
@@ -335,7 +366,7 @@ class AvroCodec:
         self.max_record_bytes = max_record_bytes
         self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))
         self.field_types: dict[str, Any] = {f["name"]: f["type"] for f in declared["fields"]}
-        self._int_fields = [name for name, t in self.field_types.items() if t == "int" or t == ["null", "int"]]
+        self._int_fields = [name for name, t in self.field_types.items() if nullable_base(t)[1] == "int"]
         try:
             if not columnar:
                 raise ValueError("columnar path turned off")
@@ -415,7 +446,7 @@ class AvroCodec:
         matter, the feature spec's to fill."""
         refused: Refusals = {}
         for name, column in columns.items():
-            if self.field_types[name] in (["null", "double"], ["null", "float"]):
+            if column.dtype == object and nullable_base(self.field_types[name])[1] in ("double", "float"):
                 column = np.array([0.0 if v is None else v for v in column.tolist()], dtype=np.float64)
             if column.dtype.kind == "f":
                 for row in np.flatnonzero(~np.isfinite(column)).tolist():
@@ -447,11 +478,18 @@ class AvroCodec:
         return {name: np.array([row[name] for row in rows], dtype=self._numpy_type(name)) for name in self.field_types}
 
     def read_container(self, path: Path, batch_size: int) -> Iterator[Columns]:
-        """An Avro container file (as written by fastavro, Spark, Flink) in column batches, read
-        with this schema as the reader schema, so compatible writer schemas are resolved."""
+        """An Avro container file (as written by fastavro, Java, Spark, Flink) in column batches,
+        read with this schema as the reader schema, so compatible writer schemas are resolved and
+        logical types read as their plain values (timestamp-millis as ms since the epoch)."""
         with open(path, "rb") as stream:
             rows: list[dict[str, Any]] = []
-            for row in fastavro.reader(stream, self.schema):
+            records = fastavro.reader(stream, self.schema)
+            # fastavro turns values into datetime, date, UUID… by the *writer's* logical types
+            logical = [name for name in _logical_types(records.writer_schema) if name in self.field_types]
+            micros = {name: self.logical_types.get(name, "").endswith("micros") for name in logical}
+            for row in records:
+                for name in logical:
+                    row[name] = _plain(row[name], micros[name])  # type: ignore[call-overload, index]
                 rows.append(row)  # type: ignore[arg-type]
                 if len(rows) == batch_size:
                     yield self.columns_of(rows)

@@ -6,9 +6,8 @@ a crash on the first null)."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from streamer.codec import AvroCodec
+from streamer.codec import AvroCodec, nullable_base
 from streamer.errors import Fatal
 from streamer.preprocess import FeatureSpec
 from streamer.settings import EventSettings
@@ -29,8 +28,12 @@ def check_event_contract(event: EventSettings, inputs: AvroCodec, scored: AvroCo
             "declare it timestamp-millis (or a plain long of ms), or point event.time_field at such a field"
         )
     _expect(inputs, "event.entity_field", event.entity_field, frozenset({"string"}), True, "the entity id")
-    entity_nullable = _nullable(inputs.field_types[event.entity_field])[0]
-    if event.missing_entity == "defaults" and entity_nullable and not _nullable(scored.field_types.get("entity_id"))[0]:
+    entity_nullable = nullable_base(inputs.field_types[event.entity_field])[0]
+    if (
+        event.missing_entity == "defaults"
+        and entity_nullable
+        and not nullable_base(scored.field_types.get("entity_id"))[0]
+    ):
         raise Fatal(
             f"event.missing_entity: defaults scores events whose {event.entity_field} is null, but entity_id "
             f'in {scored.path} is not nullable; declare it ["null", "string"] or set event.missing_entity: dead_letter'
@@ -46,19 +49,12 @@ def check_entity_features(spec: FeatureSpec, inputs: AvroCodec) -> None:
             _expect(inputs, f"{key}.of", feature.of, NUMERIC, True, "the number it aggregates")
 
 
-def _nullable(avro_type: Any) -> tuple[bool, Any]:
-    """(whether the type admits null, its non-null branch); only [null, T] unions have one."""
-    if isinstance(avro_type, list) and "null" in avro_type and len(avro_type) == 2:
-        return True, next(t for t in avro_type if t != "null")
-    return False, avro_type
-
-
 def _expect(codec: AvroCodec, key: str, name: str, types: frozenset[str], nullable: bool, holding: str) -> None:
     fix = f"point {key} at the field holding {holding}, or fix {codec.path}"
     if name not in codec.field_types:
         raise Fatal(f"{key}: {codec.path} has no field {name!r} (it has {', '.join(codec.field_types)}); {fix}")
     avro_type = codec.field_types[name]
-    is_nullable, base = _nullable(avro_type)
+    is_nullable, base = nullable_base(avro_type)
     if base not in types or (is_nullable and not nullable):
         wanted = " or ".join(sorted(types))
         wanted = f"a {wanted} (null allowed)" if nullable else f"a non-null {wanted}"
