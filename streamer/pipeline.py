@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from streamer.features import Enrichment
 from streamer.lifecycle import Serving, entity_buckets, routed
+from streamer.missing import presence_input, raw_column
 from streamer.model import LoadedModel
 from streamer.records import Columns, EventBatch, Refusal, Refusals, ScoredBatch, has_id
 
@@ -26,11 +27,7 @@ def to_tensors(columns: Columns, inputs: dict[str, tf.DType], size: int) -> dict
     """Signature inputs, padded by repeating the last row so padding holds valid values."""
     tensors = {}
     for name, dtype in inputs.items():
-        column = columns[name]
-        if dtype == tf.string and column.dtype == object:
-            column = np.where(column == None, "", column)  # noqa: E711 - elementwise null test
-        elif column.dtype == object:  # a nullable field's column, its nulls already refused
-            column = column.astype(dtype.as_numpy_dtype)
+        column = raw_column(columns, name, dtype)
         if size > len(column):
             column = np.concatenate([column, np.repeat(column[-1:], size - len(column))])
         tensors[name] = tf.constant(column, dtype=dtype)
@@ -49,10 +46,15 @@ def entity_fields(entity_field: str, model: LoadedModel) -> tuple[str, ...]:
 
 
 def needed_inputs(serving: Serving) -> dict[str, tf.DType]:
-    """Raw columns a null may not reach: every signature input, and the values aggregates sum."""
-    needed: dict[str, tf.DType] = {f.of: tf.float64 for f in serving.primary.spec.entity_features() if f.of}
+    """The raw inputs `null_inputs` checks: every signature input, a null allowed only where it has
+    a presence input, and the values aggregates sum, where a null is never allowed."""
+    needed: dict[str, tf.DType] = {}
     for model in (serving.primary, serving.candidate):
         needed |= model.inputs if model is not None else {}
+    for feature in serving.primary.spec.entity_features():
+        if feature.of:
+            needed[feature.of] = tf.float64
+            needed.pop(presence_input(feature.of), None)
     return needed
 
 
@@ -85,15 +87,16 @@ def missing_entities(columns: Columns, fields: Iterable[str]) -> Refusals:
 
 
 def null_inputs(columns: Columns, inputs: Mapping[str, tf.DType]) -> Refusals:
-    """Rows with a null in a non-string input present in `columns`: a tensor cannot hold one, and
-    a silent NaN would score every such event alike."""
+    """Rows with a null in an input of `columns` that no feature fills (it has no presence input):
+    a placeholder would score every such event alike, silently."""
     refused: Refusals = {}
-    for name, dtype in inputs.items():
+    for name in inputs:
         column = columns.get(name)
-        if column is None or dtype == tf.string or column.dtype != object:
+        if column is None or column.dtype != object or presence_input(name) in inputs:
             continue
         for row in np.flatnonzero(column == None).tolist():  # noqa: E711 - elementwise null test
-            refused.setdefault(row, Refusal("NullInput", f"field {name} is null and the model takes no null there"))
+            reason = f"field {name} is null, and nothing takes a null there (a feature's missing:, never an aggregate)"
+            refused.setdefault(row, Refusal("NullInput", reason))
     return refused
 
 

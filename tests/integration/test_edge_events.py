@@ -15,11 +15,11 @@ import pytest
 from streamer.codec import AvroCodec
 from streamer.offline import dead_letter_path, score_file
 from streamer.worker import Worker
-from tests.conftest import SCHEMAS, nullable_payments
+from tests.conftest import FILLED_FIELDS, SCHEMAS, nullable_payments
 from tests.integration.conftest import SettingsFactory, produce_values, read_topic
 
 EVENTS = 600
-NULLABLE = ("card_id", "merchant_id", "amount", "country", "customer_tenure_days", "card_present")
+NULLABLE = ("card_id", *FILLED_FIELDS)
 STRINGS = ["", " ", "ünïcødé-😀", "x" * 300, "\x00", "card-0000001"]
 DOUBLES = [0.0, -0.0, 1e308, -1e308, 5e-324, -1.0, math.nan, math.inf, -math.inf]
 INTS = [0, -(2**31), 2**31 - 1]
@@ -65,14 +65,17 @@ def scored_schema_with_nullable_entity(folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("policy", ["defaults", "dead_letter"])
+@pytest.mark.parametrize(("policy", "model"), [("defaults", "filling_model"), ("dead_letter", "demo_model")])
 def test_edge_records_are_scored_or_dead_lettered_and_streamed_equals_offline(
-    make_settings: SettingsFactory, tmp_path: Path, policy: str
+    make_settings: SettingsFactory, tmp_path: Path, policy: str, model: str, request: pytest.FixtureRequest
 ) -> None:
+    """The filling model declares what nulls of FILLED_FIELDS become; the demo model declares
+    nothing, so its events with a null input are dead letters."""
     input_schema = nullable_payments(tmp_path, NULLABLE)
     settings = make_settings(
         topics={"partitions": 2},
         schemas={"input": str(input_schema), "scored": str(scored_schema_with_nullable_entity(tmp_path))},
+        model={"path": str(request.getfixturevalue(model))},
         event={"entity_field": "card_id", "missing_entity": policy},
     )
     codec = AvroCodec(input_schema)
@@ -101,7 +104,12 @@ def test_edge_records_are_scored_or_dead_lettered_and_streamed_equals_offline(
     else:
         assert missing_entity - refused.keys() <= streamed.keys()
         assert any(streamed[i]["entity_id"] is None for i in missing_entity - refused.keys())
-    assert {i for i, r in by_id.items() if r["amount"] is None} <= refused.keys()  # no fill declared
+    null_amounts = {i for i, r in by_id.items() if r["amount"] is None}
+    if model == "demo_model":
+        assert null_amounts <= refused.keys()  # no fill declared
+    else:
+        assert null_amounts - refused.keys() and null_amounts - refused.keys() <= streamed.keys()
+        assert not any(letter["error_class"] == "NullInput" for letter in letters)
 
     events_file, scored_file = tmp_path / "events.avro", tmp_path / "scored.avro"
     codec.write_container(events_file, records)

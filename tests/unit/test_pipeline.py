@@ -77,7 +77,10 @@ def test_admit_refuses_missing_entities_under_dead_letter_and_null_inputs_always
         1: Refusal("MissingEntity", "entity field card is null"),
         2: Refusal("MissingEntity", "entity field card is empty"),
         3: Refusal("MissingEntity", "entity field shop is null"),
-        4: Refusal("NullInput", "field amount is null and the model takes no null there"),
+        4: Refusal(
+            "NullInput",
+            "field amount is null, and nothing takes a null there (a feature's missing:, never an aggregate)",
+        ),
     }
     kept, refused = admit(events, ("card", "shop"), "defaults", needed)
     assert kept.offsets.tolist() == [0, 1, 3] and sorted(refused) == [2, 4]
@@ -97,7 +100,11 @@ def test_a_null_numeric_input_is_refused_and_the_rest_scored(demo_model: Path) -
     scored, rejected = score_batch(Serving(model), events, (64,), 0.5, 0, None, "card_id")
 
     assert rejected == {
-        row: Refusal("NullInput", "field amount is null and the model takes no null there") for row in (5, 6)
+        row: Refusal(
+            "NullInput",
+            "field amount is null, and nothing takes a null there (a feature's missing:, never an aggregate)",
+        )
+        for row in (5, 6)
     }
     kept = np.setdiff1d(np.arange(40), [5, 6])
     alone = score(model, EventBatch(columns, events.partitions, events.offsets, events.keys).take(kept), (64,))
