@@ -1,4 +1,4 @@
-"""`streamer run | score | topics create | model export-demo | verify | sign | drift report | demo`.
+"""`streamer run | score | schema scored | topics create | model export-demo | verify | sign | drift report | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--config", type=Path, required=True)
     score.add_argument("--input", type=Path, required=True)
     score.add_argument("--output", type=Path, required=True)
+
+    schema = commands.add_parser("schema", help="schemas the config makes")
+    schema_cmd = schema.add_subparsers(dest="schema_command", required=True)
+    scored_schema = schema_cmd.add_parser(
+        "scored", help="print the scored records' Avro schema, derived from the config and schemas.input"
+    )
+    scored_schema.add_argument("--config", type=Path, required=True)
 
     drift = commands.add_parser("drift", help="drift windows")
     drift_cmd = drift.add_subparsers(dest="drift_command", required=True)
@@ -122,6 +129,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise Fatal(f"config {args.config}: model.feature_spec is not set; point it at a feature spec YAML")
         path = train_demo_model(out, settings.model.feature_spec, settings.schemas.input, args.version)
         print(f"exported {path}")
+        return 0
+    if args.command == "schema":
+        import json
+
+        from streamer.codec import input_codec
+        from streamer.outputs import derived_schema
+
+        settings = load_settings(args.config)
+        print(json.dumps(derived_schema(settings, input_codec(settings)), indent=2))
         return 0
     if args.command == "drift":
         from streamer.drift_report import write_report

@@ -30,8 +30,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from streamer.errors import Fatal, PoisonRecord
-from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Refusal, Refusals, ScoredBatch
-from streamer.settings import EventSettings, Settings
+from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Refusal, Refusals
+from streamer.settings import Settings
 
 _NUMPY_TYPES = {
     "long": np.int64,
@@ -365,7 +365,7 @@ class AvroCodec:
         self.writers = writers
         self.max_record_bytes = max_record_bytes
         self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))
-        self.field_types: dict[str, Any] = {f["name"]: f["type"] for f in declared["fields"]}
+        self.field_types = self.field_types_of(declared)
         self._int_fields = [name for name, t in self.field_types.items() if nullable_base(t)[1] == "int"]
         try:
             if not columnar:
@@ -374,6 +374,11 @@ class AvroCodec:
             self._column_decoder: ColumnDecoder | None = ColumnDecoder(self.field_types)
         except ValueError:  # a type outside what the columnar path covers: fastavro row by row
             self._column_encoder = self._column_decoder = None
+
+    @staticmethod
+    def field_types_of(declared: Mapping[str, Any]) -> dict[str, Any]:
+        """Field name → type of a record schema, logical types left out, as the codec reads them."""
+        return {f["name"]: f["type"] for f in _without_logical_types(dict(declared))["fields"]}
 
     def _numpy_type(self, name: str) -> type:
         """Primitive fields get a numeric column; strings, unions and the rest stay objects."""
@@ -548,49 +553,6 @@ class AvroCodec:
             return self._column_encoder.encode(columns, n)
         names = list(columns)
         return self.encode(dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
-
-
-def scored_columns(scored: ScoredBatch, event: EventSettings) -> dict[str, Any]:
-    """The scored-event fields of a batch as columns, in input order (schemas/scored_payment.avsc)."""
-    events = scored.events
-    n = len(events)
-    shadow_scores = [] if scored.shadow_scores is None else scored.shadow_scores.tolist()
-    shadows = [None if s != s else s for s in shadow_scores] or [None] * n  # NaN: not shadowed
-    return {
-        "event_id": events.columns[event.id_field].tolist(),
-        "entity_id": events.columns[event.entity_field].tolist(),
-        "event_time": events.columns[event.time_field],
-        "score": scored.scores,
-        "alert": scored.alerts,
-        "model_name": [scored.model_name] * n,
-        "model_version": scored.model_versions,
-        "scored_at": np.full(n, scored.scored_at_ms, dtype=np.int64),
-        "features_degraded": np.full(n, scored.features_degraded),
-        "shadow_score": shadows,
-        "shadow_version": [None if s is None else scored.shadow_version for s in shadows],
-        "source_partition": events.partitions,
-        "source_offset": events.offsets,
-    }
-
-
-def scored_rows(scored: ScoredBatch, event: EventSettings) -> list[dict[str, Any]]:
-    """`scored_columns` as rows, for container files."""
-    columns = scored_columns(scored, event)
-    lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]
-    return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
-
-
-def dead_letter_row(dead: DeadLetter, worker_id: str, failed_at_ms: int) -> dict[str, Any]:
-    return {
-        "original_value": dead.value,
-        "error_class": dead.error_class,
-        "error_message": dead.error_message,
-        "source_topic": dead.topic,
-        "source_partition": dead.partition,
-        "source_offset": dead.offset,
-        "worker_id": worker_id,
-        "failed_at": failed_at_ms,
-    }
 
 
 def input_codec(settings: Settings) -> AvroCodec:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from streamer import pipeline
-from streamer.codec import AvroCodec, dead_letter_row, scored_rows
+from streamer.codec import AvroCodec
 from streamer.contract import check_entity_features, check_event_contract
 from streamer.features import FeatureStore
 from streamer.lifecycle import Serving
 from streamer.metrics import Metrics
 from streamer.model import load_model
+from streamer.outputs import Outputs
 from streamer.records import now_ms
 from streamer.settings import Settings
 
@@ -46,10 +47,10 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
     `source_partition` is -1 and `source_offset` the record's index in the file, so rows trace
     back to their input (`AvroCodec.decode_container`)."""
     input_codec = AvroCodec(settings.schemas.input)
-    scored_codec = AvroCodec(settings.schemas.scored)
-    dlq_codec = AvroCodec(settings.schemas.dlq)
+    outputs = Outputs(settings, input_codec)
     event = settings.event
-    check_event_contract(event, input_codec, scored_codec)
+    check_event_contract(event, input_codec, outputs.scored_codec)
+    outputs.check()
     model = load_model(settings.model, input_codec.field_types)
     features = FeatureStore(settings.features, model.spec, Metrics.create(), event.time_field, offline=True)
     features.check_schema(input_codec.field_types)
@@ -82,12 +83,12 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
                 *input_codec.dead_letters(decoded, refused, str(source)),
                 *input_codec.dead_letters(events, rejected, str(source)),
             ]:
-                dead.append(dead_letter_row(letter, settings.worker_id, failed_at))
-            yield from scored_rows(scored, event)
+                dead.append(outputs.dead_letter_row(letter, failed_at))
+            yield from outputs.rows(scored)
 
-    scored_codec.write_container(target, rows())
+    outputs.scored_codec.write_container(target, rows())
     dead_letters = dead_letter_path(target)
     dead_letters.unlink(missing_ok=True)  # a dead-letter file of an earlier run would mislead
     if dead:
-        dlq_codec.write_container(dead_letters, dead)
+        outputs.dlq_codec.write_container(dead_letters, dead)
     return ScoreSummary(read, read - len(dead), len(dead), dead_letters)

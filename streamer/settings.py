@@ -168,6 +168,12 @@ class EventSettings(Section):
     )
 
 
+class OutputSettings(Section):
+    pass_through: tuple[str, ...] = Field(
+        (), description="Input fields copied into every scored record by name, with their input types."
+    )
+
+
 class DeliverySettings(Section):
     mode: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once",
@@ -227,6 +233,7 @@ class Settings(Section):
     batching: BatchingSettings = BatchingSettings()
     model: ModelSettings
     event: EventSettings
+    outputs: OutputSettings = OutputSettings()
     delivery: DeliverySettings = DeliverySettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     metrics: MetricsSettings = MetricsSettings()

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
-from streamer.codec import AvroCodec, dead_letter_row, input_codec, scored_columns
+from streamer.codec import input_codec
 from streamer.contract import check_entity_features, check_event_contract
 from streamer.device import label as device_label
 from streamer.device import serving_device
@@ -34,10 +34,11 @@ from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
-from streamer.kafka.producer import Headers, KafkaSink
+from streamer.kafka.producer import KafkaSink
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
+from streamer.outputs import Outputs
 from streamer.preprocess import Entity
 from streamer.records import DeadLetter, EventBatch, now_ms
 from streamer.settings import ModelSettings, Settings
@@ -82,9 +83,9 @@ class Worker:
         self.config_path = config_path
         self.clock = clock
         self.input_codec = input_codec(settings)
-        self.scored_codec = AvroCodec(settings.schemas.scored)
-        check_event_contract(settings.event, self.input_codec, self.scored_codec)
-        self.dlq_codec = AvroCodec(settings.schemas.dlq)
+        self.outputs = Outputs(settings, self.input_codec)
+        check_event_contract(settings.event, self.input_codec, self.outputs.scored_codec)
+        self.outputs.check()
         batching = settings.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
         self.metrics = Metrics.create()
@@ -374,14 +375,9 @@ class Worker:
             with metrics.time_stage("drift"):
                 self.drift.observe(scored.events.columns, scored.scores, events.columns[time_field])
         with metrics.time_stage("encode"):
-            columns = scored_columns(scored, settings.event)
-            values = self.scored_codec.encode_columns(columns, len(scored.events))
+            values = self.outputs.encode_scored(scored)
         with metrics.time_stage("produce"):
-            alerts_topic = settings.topics.alerts
-            for key, value, alert in zip(events.keys, values, scored.alerts.tolist(), strict=True):
-                self.sink.produce(settings.topics.scored, key, value)
-                if alert and alerts_topic:
-                    self.sink.produce(alerts_topic, key, value)
+            self.outputs.write_scored(scored, values, self.sink.produce)
         self.checkpoint.mark_processed(events.partitions, events.offsets)
         self._completed += len(events)
         metrics.events_scored.inc(len(events))
@@ -397,7 +393,6 @@ class Worker:
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
-        failed_at = now_ms()
         for letter in dead:
             log.warning(
                 "dead-lettered %s[%d]@%d: %s: %s",
@@ -413,14 +408,7 @@ class Worker:
                     "error_class": letter.error_class,
                 },
             )
-            headers: Headers = [
-                ("streamer.error.class", letter.error_class.encode()),
-                ("streamer.error.message", letter.error_message.encode()),
-                ("streamer.source", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
-                ("streamer.worker", self.settings.worker_id.encode()),
-            ]
-            value = self.dlq_codec.encode_one(dead_letter_row(letter, self.settings.worker_id, failed_at))
-            self.sink.produce(self.settings.topics.dlq, letter.key, value, headers)
+        self.outputs.write_dead_letters(dead, now_ms(), self.sink.produce)
         self.checkpoint.mark_processed(
             np.array([d.partition for d in dead], dtype=np.int32),
             np.array([d.offset for d in dead], dtype=np.int64),

@@ -14,8 +14,9 @@ import pytest
 
 from streamer.codec import AvroCodec
 from streamer.offline import dead_letter_path, score_file
+from streamer.outputs import derived_schema
 from streamer.worker import Worker
-from tests.conftest import FILLED_FIELDS, SCHEMAS, nullable_payments
+from tests.conftest import FILLED_FIELDS, nullable_payments
 from tests.integration.conftest import SettingsFactory, produce_values, read_topic
 
 EVENTS = 600
@@ -55,30 +56,22 @@ def edge_records(field_types: dict[str, Any], n: int, seed: int) -> list[dict[st
     return records
 
 
-def scored_schema_with_nullable_entity(folder: Path) -> Path:
-    declared = json.loads((SCHEMAS / "scored_payment.avsc").read_text())
-    for field in declared["fields"]:
-        if field["name"] == "entity_id":
-            field["type"] = ["null", "string"]
-    path = folder / "scored.avsc"
-    path.write_text(json.dumps(declared))
-    return path
-
-
 @pytest.mark.parametrize(("policy", "model"), [("defaults", "filling_model"), ("dead_letter", "demo_model")])
 def test_edge_records_are_scored_or_dead_lettered_and_streamed_equals_offline(
     make_settings: SettingsFactory, tmp_path: Path, policy: str, model: str, request: pytest.FixtureRequest
 ) -> None:
     """The filling model declares what nulls of FILLED_FIELDS become; the demo model declares
     nothing, so its events with a null input are dead letters."""
-    input_schema = nullable_payments(tmp_path, NULLABLE)
+    input_schema, scored_schema = nullable_payments(tmp_path, NULLABLE), tmp_path / "scored.avsc"
     settings = make_settings(
         topics={"partitions": 2},
-        schemas={"input": str(input_schema), "scored": str(scored_schema_with_nullable_entity(tmp_path))},
+        schemas={"input": str(input_schema), "scored": str(scored_schema)},
         model={"path": str(request.getfixturevalue(model))},
         event={"entity_field": "card_id", "missing_entity": policy},
+        outputs={"pass_through": ["amount", "country"]},
     )
     codec = AvroCodec(input_schema)
+    scored_schema.write_text(json.dumps(derived_schema(settings, codec)))  # as `streamer schema scored` prints it
     records = edge_records(codec.field_types, EVENTS, seed=11)
     produce_values(settings, codec.encode(records), [(r["card_id"] or "").encode() or None for r in records])
 
@@ -98,6 +91,9 @@ def test_edge_records_are_scored_or_dead_lettered_and_streamed_equals_offline(
     assert streamed.keys() | refused.keys() == {r["event_id"] for r in records}
     assert all(letter["error_class"] and letter["error_message"] for letter in letters)
     by_id = {r["event_id"]: r for r in records}
+    assert all(
+        (row["amount"], row["country"]) == (by_id[i]["amount"], by_id[i]["country"]) for i, row in streamed.items()
+    )
     missing_entity = {i for i, r in by_id.items() if not r["card_id"]}
     if policy == "dead_letter":
         assert missing_entity <= refused.keys()

@@ -2,6 +2,7 @@
 exit code 2 and one line naming the key."""
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from streamer.cli import main
 from streamer.codec import AvroCodec
 from streamer.contract import check_entity_features
 from streamer.errors import Fatal
+from streamer.outputs import check_scored_schema, derived_schema
 from streamer.preprocess import FeatureSpec
+from streamer.settings import load_settings
 from tests.conftest import SCHEMAS, nullable_payments
 
 
@@ -112,3 +115,57 @@ def test_entity_features_need_a_string_id_and_a_numeric_value() -> None:
         Fatal, match=r"^feature spec: s.of: field 'mcc' of .* not a double or float or int or long \(null allowed\)"
     ):
         check_entity_features(spec, inputs)
+
+
+def test_the_derived_scored_schema_is_printed_and_the_shipped_one_matches_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config(tmp_path, {})
+    tree = yaml.safe_load(path.read_text())
+    tree["outputs"] = {"pass_through": ["amount", "country"]}
+    path.write_text(yaml.safe_dump(tree))
+    assert main(["schema", "scored", "--config", str(path)]) == 0
+    derived = json.loads(capsys.readouterr().out)
+    names = [field["name"] for field in derived["fields"]]
+    assert names[:2] == ["event_id", "entity_id"] and names[-2:] == ["amount", "country"]
+    check_scored_schema(
+        derived_schema(load_settings(config(tmp_path, {}), environ={}), AvroCodec(SCHEMAS / "payment.avsc")),
+        AvroCodec(SCHEMAS / "scored_payment.avsc"),
+    )
+    written = tmp_path / "scored.avsc"
+    written.write_text(json.dumps(derived))
+    check_scored_schema(derived, AvroCodec(written))  # what it prints is what it accepts
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda fields: fields.pop(3), "has no field 'score', which the outputs write"),
+        (lambda fields: fields[3].update(type="float"), 'field \'score\' of .* is "float", the outputs write "double"'),
+        (
+            lambda fields: fields.append({"name": "extra", "type": "string"}),
+            r"has fields \['extra'\] the outputs do not write",
+        ),
+    ],
+)
+def test_a_scored_schema_that_does_not_match_the_outputs_stops_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, expected: str
+) -> None:
+    declared = json.loads((SCHEMAS / "scored_payment.avsc").read_text())
+    change(declared["fields"])
+    scored = tmp_path / "scored.avsc"
+    scored.write_text(json.dumps(declared))
+    path = config(tmp_path, {})
+    tree = yaml.safe_load(path.read_text())
+    tree["schemas"]["scored"] = str(scored)
+    path.write_text(yaml.safe_dump(tree))
+    line = one_line(capsys, ["run", "--config", str(path)])
+    assert re.search(f"^streamer: schemas.scored: .*{expected}.*streamer schema scored --config", line), line
+
+
+def test_a_pass_through_field_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = config(tmp_path, {})
+    tree = yaml.safe_load(path.read_text())
+    tree["outputs"] = {"pass_through": ["amount", "nope"]}
+    path.write_text(yaml.safe_dump(tree))
+    assert one_line(capsys, ["run", "--config", str(path)]).startswith("streamer: outputs.pass_through: ")
