@@ -1,6 +1,6 @@
 """Preprocessing defined once (TF Transform style): a feature spec, one analyze pass, one graph.
 
-    spec = FeatureSpec.load("configs/features/fraud.yaml")
+    spec = FeatureSpec.load("configs/features/<model>.yaml")
     analysis = analyze(spec, input_fields, batches_of_columns)   # constants + drift baseline
     preprocessor = Preprocessor(spec, analysis, vocab_dir)       # a tf.Module
     dataset.map(preprocessor)                                    # training
@@ -118,10 +118,10 @@ class Entity(_Feature):
     The model sees the value as it was *before* the event being scored."""
 
     kind: Literal["entity"]
-    entity: str = Field(description="Input field holding the entity id, e.g. card_id.")
+    entity: str = Field(description="Input field holding the entity id, e.g. user_id.")
     default: float = Field(0.0, description="Used when the cache has no value or is unreachable.")
     standardize: bool = Field(True, description="(x - mean) / std with training constants.")
-    key: str | None = Field(None, description="stored: Redis hash key template, e.g. 'profile:card:{id}'.")
+    key: str | None = Field(None, description="stored: Redis hash key template, e.g. 'profile:user:{id}'.")
     field: str | None = Field(None, description="stored: the hash field; defaults to the feature name.")
     aggregate: AggregateOp | None = Field(None, description="An aggregate the worker maintains.")
     of: str | None = Field(None, description="aggregate: the numeric input field summed / averaged / maxed.")
