@@ -80,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's native (C++/absl) lines bypass Python logging and would break the JSON log
+    # stream, so they are off unless STREAMER_TF_LOGS=1; its real errors still arrive as exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if os.environ.get("STREAMER_TF_LOGS") == "1" else "3")
     try:
         return _dispatch(args)
     except Fatal as exc:
@@ -92,9 +94,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         # Until the worker installs its draining handler, SIGTERM has nothing to drain: exit clean.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        settings = load_settings(args.config)  # before TensorFlow is imported: a bad config is instant
         from streamer.worker import Worker
 
-        settings = load_settings(args.config)
         Worker(settings, config_path=args.config).run(max_events=args.max_events, timeout_s=args.timeout)
         return 0
     if args.command == "topics":

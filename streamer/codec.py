@@ -30,7 +30,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from streamer.errors import Fatal, PoisonRecord
-from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Refusal, Refusals
+from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Rejection, Rejections
 from streamer.settings import Settings
 
 _NUMPY_TYPES = {
@@ -446,17 +446,17 @@ class AvroCodec:
         dead += self.dead_letters(batch, refused, raw.topic)
         return (batch.take(np.setdiff1d(np.arange(len(batch)), list(refused))) if refused else batch), dead
 
-    def non_finite(self, columns: Columns) -> Refusals:
+    def non_finite(self, columns: Columns) -> Rejections:
         """Rows holding NaN or an infinity, which no model input can mean; a null is another
         matter, the feature spec's to fill."""
-        refused: Refusals = {}
+        refused: Rejections = {}
         for name, column in columns.items():
             if column.dtype == object and nullable_base(self.field_types[name])[1] in ("double", "float"):
                 column = np.array([0.0 if v is None else v for v in column.tolist()], dtype=np.float64)
             if column.dtype.kind == "f":
                 for row in np.flatnonzero(~np.isfinite(column)).tolist():
                     reason = f"field {name} is {float(column[row])}; finite numbers only"
-                    refused.setdefault(row, Refusal(PoisonRecord.__name__, reason))
+                    refused.setdefault(row, Rejection(PoisonRecord.__name__, reason))
         return refused
 
     def _decode_columnar(self, values: list[bytes | None]) -> tuple[Columns, np.ndarray]:
@@ -517,7 +517,7 @@ class AvroCodec:
             dead = self.dead_letters(batch, refused, str(path))
             yield (batch.take(np.setdiff1d(np.arange(n), list(refused))) if refused else batch), dead
 
-    def dead_letters(self, events: EventBatch, refused: Refusals, topic: str) -> list[DeadLetter]:
+    def dead_letters(self, events: EventBatch, refused: Rejections, topic: str) -> list[DeadLetter]:
         """The refused rows of `events` as dead letters, in row order; a record whose input bytes
         are not kept (read from a file) is encoded anew with this schema."""
         letters = []

@@ -104,7 +104,7 @@ _SEVERITY: dict[Status, int] = {"insufficient": -1, "ok": 0, "warn": 1, "alert":
 class Thresholds(BaseModel):
     """Two cuts on one metric; a value at or above a cut takes its status."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     warn: float = Field(ge=0, description="At or above: status 'warn'.")
     alert: float = Field(ge=0, description="At or above: status 'alert'.")
@@ -119,7 +119,7 @@ class Thresholds(BaseModel):
 class FeatureThresholds(BaseModel):
     """Cuts per metric; a metric without cuts (null) is reported but does not set the status."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     psi: Thresholds | None = Field(None, description="Population stability index.")
     js_distance: Thresholds | None = Field(None, description="Jensen-Shannon distance, base 2, in [0, 1].")
@@ -130,7 +130,7 @@ class FeatureThresholds(BaseModel):
 class DriftSettings(BaseModel):
     """The `drift:` section: windows, the sample size metrics need, and the cuts on them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     enabled: bool = Field(True, description="Count drift windows; off, the worker skips the tap entirely.")
     tensorboard_dir: Path | None = Field(None, description="Also write each window's metrics as TensorBoard scalars.")

@@ -58,6 +58,9 @@ class Metrics:
     events_consumed: Counter
     events_scored: Counter
     events_dead_lettered: Counter
+    dead_letters_truncated: Counter
+    dead_letters_failed: Counter
+    outputs_refused: Counter
     alerts: Counter
     batches: Counter
     batch_size: Histogram
@@ -89,6 +92,24 @@ class Metrics:
             events_scored=Counter("streamer_events_scored", "Events scored and produced.", registry=r),
             events_dead_lettered=Counter(
                 "streamer_events_dead_lettered", "Records sent to the DLQ.", ["error_class"], registry=r
+            ),
+            dead_letters_truncated=Counter(
+                "streamer_dead_letters_truncated",
+                "Dead letters whose original bytes did not fit the DLQ's size limit: a prefix, its size and sha256.",
+                registry=r,
+            ),
+            dead_letters_failed=Counter(
+                "streamer_dead_letters_failed",
+                "Dead letters the broker refused for good (counted, logged and skipped: the partition moves on).",
+                ["error"],
+                registry=r,
+            ),
+            outputs_refused=Counter(
+                "streamer_outputs_refused",
+                "Output records the broker or producer refused for good (too large, invalid); each becomes a "
+                "dead letter.",
+                ["topic", "error"],
+                registry=r,
             ),
             alerts=Counter("streamer_alerts", "Scored events at or over the alert threshold.", registry=r),
             batches=Counter("streamer_batches", "Micro-batches scored.", registry=r),

@@ -16,6 +16,7 @@ from typing import Any
 from streamer import pipeline
 from streamer.codec import AvroCodec
 from streamer.contract import check_entity_features, check_event_contract
+from streamer.dead_letters import dead_letter_record
 from streamer.features import FeatureStore
 from streamer.lifecycle import Serving
 from streamer.metrics import Metrics
@@ -83,12 +84,12 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
                 *input_codec.dead_letters(decoded, refused, str(source)),
                 *input_codec.dead_letters(events, rejected, str(source)),
             ]:
-                dead.append(outputs.dead_letter_row(letter, failed_at))
+                dead.append(dead_letter_record(letter, settings.worker_id, failed_at))
             yield from outputs.rows(scored)
 
     outputs.scored_codec.write_container(target, rows())
     dead_letters = dead_letter_path(target)
     dead_letters.unlink(missing_ok=True)  # a dead-letter file of an earlier run would mislead
     if dead:
-        outputs.dlq_codec.write_container(dead_letters, dead)
+        AvroCodec(settings.schemas.dlq).write_container(dead_letters, dead)
     return ScoreSummary(read, read - len(dead), len(dead), dead_letters)

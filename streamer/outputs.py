@@ -1,6 +1,6 @@
-"""What the worker writes: the scored record (derived from the config and the input schema), its
-copy on the alert topic, and the dead letter with its headers. The worker loop and `streamer
-score` only call this module, so a record changes in one place.
+"""The scored record, derived from the config and the input schema: the worker and `streamer
+score` both take it from here, so a record changes in one place. (What goes to the dead-letter
+topic is `streamer.dead_letters`'.)
 
 A scored record is the envelope (event id, entity, event time, score, alert, model name and
 version, scored_at, features_degraded, shadow fields, source partition and offset) and the
@@ -12,18 +12,14 @@ record as an Avro schema; the configured `schemas.scored` is checked against it 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
 from streamer.codec import AvroCodec, nullable_base
 from streamer.errors import Fatal
-from streamer.kafka.producer import Headers
-from streamer.records import DeadLetter, ScoredBatch
+from streamer.records import ScoredBatch
 from streamer.settings import Settings
-
-Produce = Callable[[str, bytes | None, bytes, Headers | None], None]
 
 _MILLIS = {"type": "long", "logicalType": "timestamp-millis"}
 ENVELOPE: tuple[dict[str, Any], ...] = (
@@ -87,7 +83,6 @@ class Outputs:
         self.settings = settings
         self.inputs = inputs
         self.scored_codec = AvroCodec(settings.schemas.scored)
-        self.dlq_codec = AvroCodec(settings.schemas.dlq)
 
     def check(self) -> None:
         """At start: the configured scored schema takes exactly the records the outputs make."""
@@ -123,38 +118,5 @@ class Outputs:
         return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
 
     def encode_scored(self, scored: ScoredBatch) -> list[bytes]:
+        """The scored topic's values, in input order; the worker routes them (and the alerts)."""
         return self.scored_codec.encode_columns(self.columns(scored), len(scored.events))
-
-    def write_scored(self, scored: ScoredBatch, values: list[bytes], produce: Produce) -> None:
-        """Each record (`encode_scored`) to the scored topic, keyed like its input so partition
-        order is kept; an alert's also to the alert topic."""
-        topics = self.settings.topics
-        for key, value, alert in zip(scored.events.keys, values, scored.alerts.tolist(), strict=True):
-            produce(topics.scored, key, value, None)
-            if alert and topics.alerts:
-                produce(topics.alerts, key, value, None)
-
-    def dead_letter_row(self, letter: DeadLetter, failed_at_ms: int) -> dict[str, Any]:
-        return {
-            "original_value": letter.value,
-            "error_class": letter.error_class,
-            "error_message": letter.error_message,
-            "source_topic": letter.topic,
-            "source_partition": letter.partition,
-            "source_offset": letter.offset,
-            "worker_id": self.settings.worker_id,
-            "failed_at": failed_at_ms,
-        }
-
-    def write_dead_letters(self, letters: Iterable[DeadLetter], failed_at_ms: int, produce: Produce) -> None:
-        """Each to the DLQ topic under its original key, the reason also in headers for tools
-        that filter without decoding."""
-        for letter in letters:
-            headers: Headers = [
-                ("streamer.error.class", letter.error_class.encode()),
-                ("streamer.error.message", letter.error_message.encode()),
-                ("streamer.source", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
-                ("streamer.worker", self.settings.worker_id.encode()),
-            ]
-            value = self.dlq_codec.encode_one(self.dead_letter_row(letter, failed_at_ms))
-            produce(self.settings.topics.dlq, letter.key, value, headers)

@@ -12,7 +12,7 @@ from streamer.features import Enrichment
 from streamer.lifecycle import Serving, entity_buckets, routed
 from streamer.missing import presence_input, raw_column
 from streamer.model import LoadedModel
-from streamer.records import Columns, EventBatch, Refusal, Refusals, ScoredBatch, has_id
+from streamer.records import Columns, EventBatch, Rejection, Rejections, ScoredBatch, has_id
 
 
 def padded_size(n: int, allowed: tuple[int, ...]) -> int:
@@ -63,7 +63,7 @@ def admit(
     entity_fields: Iterable[str],
     policy: Literal["defaults", "dead_letter"],
     needed: Mapping[str, tf.DType],
-) -> tuple[EventBatch, Refusals]:
+) -> tuple[EventBatch, Rejections]:
     """The events that may go on to the feature stage, and the others with their reasons: a null
     in a `needed` input, or under `event.missing_entity: dead_letter` a null or empty id in one of
     `entity_fields`. Under `defaults` those go on, and the feature store serves them defaults
@@ -75,28 +75,28 @@ def admit(
     return (_without(events, refused)[0] if refused else events), refused
 
 
-def missing_entities(columns: Columns, fields: Iterable[str]) -> Refusals:
+def missing_entities(columns: Columns, fields: Iterable[str]) -> Rejections:
     """Rows with a null or empty id in one of `fields`."""
-    refused: Refusals = {}
+    refused: Rejections = {}
     for name in fields:
         column = columns[name]
         for row in np.flatnonzero(~has_id(column)).tolist():
             missing = "null" if column[row] is None else "empty"
-            refused.setdefault(row, Refusal("MissingEntity", f"entity field {name} is {missing}"))
+            refused.setdefault(row, Rejection("MissingEntity", f"entity field {name} is {missing}"))
     return refused
 
 
-def null_inputs(columns: Columns, inputs: Mapping[str, tf.DType]) -> Refusals:
+def null_inputs(columns: Columns, inputs: Mapping[str, tf.DType]) -> Rejections:
     """Rows with a null in an input of `columns` that no feature fills (it has no presence input):
     a placeholder would score every such event alike, silently."""
-    refused: Refusals = {}
+    refused: Rejections = {}
     for name in inputs:
         column = columns.get(name)
         if column is None or column.dtype != object or presence_input(name) in inputs:
             continue
         for row in np.flatnonzero(column == None).tolist():  # noqa: E711 - elementwise null test
             reason = f"field {name} is null, and nothing takes a null there (a feature's missing:, never an aggregate)"
-            refused.setdefault(row, Refusal("NullInput", reason))
+            refused.setdefault(row, Rejection("NullInput", reason))
     return refused
 
 
@@ -148,7 +148,7 @@ def score_batch(
     now_ms: int,
     enrichment: Enrichment | None,
     entity_field: str,
-) -> tuple[ScoredBatch, Refusals]:
+) -> tuple[ScoredBatch, Rejections]:
     """Score `events` with the entity feature columns of `enrichment` added to their own (the
     ScoredBatch's events carry both). The primary decides, except for entities routed to the
     canary; the shadow's scores are recorded apart. Rows with a null input or that the model
@@ -169,7 +169,7 @@ def _decide(
     now_ms: int,
     degraded: bool,
     entity_field: str,
-) -> tuple[ScoredBatch, Refusals]:
+) -> tuple[ScoredBatch, Rejections]:
     n = len(inputs)
     scores = np.empty(n)
     versions = np.full(n, serving.primary.version, dtype=np.int64)
@@ -190,7 +190,7 @@ def _decide(
         if len(shadowed):
             shadow_scores = np.full(n, np.nan)  # NaN: not shadowed, or the candidate refused it
             shadow_scores[shadowed] = score_isolating(candidate, inputs.take(shadowed), allowed_sizes)[0]
-    rejected = {row: Refusal("ModelRejected", reason) for row, reason in reasons.items()}
+    rejected = {row: Rejection("ModelRejected", reason) for row, reason in reasons.items()}
     if rejected:
         accepted = np.ones(n, dtype=bool)
         accepted[list(rejected)] = False

@@ -38,14 +38,14 @@ class RawBatch:
         return len(self.values)
 
 
-class Refusal(NamedTuple):
+class Rejection(NamedTuple):
     """Why one decoded event is not scored: the dead letter's error class and message."""
 
     error_class: str
     reason: str
 
 
-Refusals = dict[int, Refusal]  # by row of the batch they refuse
+Rejections = dict[int, Rejection]  # by row of the batch they refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ class EventBatch:
             values,
         )
 
-    def dead_letter(self, row: int, topic: str, refusal: Refusal) -> DeadLetter:
+    def dead_letter(self, row: int, topic: str, refusal: Rejection) -> DeadLetter:
         """One row refused after decoding, with its input bytes and the reason."""
         value = None if self.values is None else self.values[row]
         return DeadLetter(topic, int(self.partitions[row]), int(self.offsets[row]), self.keys[row], value, *refusal)

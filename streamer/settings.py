@@ -1,21 +1,28 @@
 """The one typed, frozen config tree.
 
 Sources, later wins: the YAML file, then `STREAMER_<SECTION>__<KEY>` environment variables
-(nested keys joined by `__`, values parsed as YAML scalars). Under `kafka.*`, keys are
-librdkafka properties passed through verbatim; from the environment they are written in upper
-case with `_` for `.` (STREAMER_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS=5). Unknown keys anywhere
-else are errors, so a typo stops start-up instead of being ignored.
+(nested keys joined by `__`). An environment value is read by the type of the field it sets:
+a string, password, path or number field takes the text verbatim (pydantic converts numbers
+and booleans), so `STREAMER_FEATURES__PASSWORD='#x: 0777'` is that password, never YAML; only
+list, mapping and section fields are parsed, as YAML. Under `kafka.*`, keys are librdkafka
+properties passed through verbatim; from the environment they are written in upper case with
+`_` for `.` (STREAMER_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS=5) and passed to librdkafka as the
+strings they are, which it parses itself. Unknown keys anywhere else are errors, so a typo
+stops start-up instead of being ignored. No error message carries a value from the config or
+the environment, so a secret never reaches a terminal or a log.
 """
 
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from redis.connection import parse_url
 
 from streamer.drift import DriftSettings
 from streamer.errors import Fatal
@@ -25,7 +32,9 @@ LibrdkafkaProperties = dict[str, str | int | float | bool]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity passes every range check unnoticed (`nan <= 1` is False, yet pydantic's
+    # message would name the bound): refuse them as what they are.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KafkaSettings(Section):
@@ -192,6 +201,11 @@ class DeliverySettings(Section):
         500.0, gt=0, description="Upper bound on time between checkpoints (flush, then commit)."
     )
     flush_timeout_s: float = Field(30.0, gt=0, description="Upper bound on waiting for producer acknowledgements.")
+    refused_records: Literal["skip", "stop"] = Field(
+        "skip",
+        description="A dead letter the broker refuses for good (ACL, topic policy): skip counts and logs it and the "
+        "partition moves on; stop ends the worker with exit 2. Scored records refused for good become dead letters.",
+    )
 
 
 class RedisTlsSettings(Section):
@@ -214,6 +228,21 @@ class FeatureStoreSettings(Section):
     )
     retries: int = Field(2, ge=0, description="Retries of a failed round trip within max_stall_ms.")
     breaker_open_s: float = Field(5, gt=0, description="After retries fail, skip Redis this long, then probe.")
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        """Checked here, not on first connect, so a typo is one line at start-up. The URL can hold
+        a password, and redis-py's messages can quote parts of it: none of it is repeated."""
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            problem = "its scheme" if "scheme" in str(exc) else "its host, port or credentials"
+            raise ValueError(
+                f"not a valid Redis URL ({problem}); use redis://[user:password@]host[:port][/db], rediss:// "
+                "for TLS or unix:///path.sock, and put the password in features.password"
+            ) from None
+        return url
 
 
 class MetricsSettings(Section):
@@ -289,8 +318,56 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw else raw
+        node[path[-1]] = _env_value(name, ".".join(path), raw)
     return tree
+
+
+def _env_value(name: str, key: str, raw: str) -> Any:
+    """`raw` as the field at `key` reads it: verbatim, unless the field holds a list, a mapping
+    or a section. A YAML error names the variable and the position, never the text."""
+    annotation = _annotation_at(key.split("."))
+    if not _structured(annotation):
+        return None if raw == "" and _optional(annotation) else raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark is not None else ""
+        raise Fatal(
+            f"environment {name}: {key} takes a YAML list or mapping, and this is not valid YAML{where}"
+        ) from None
+
+
+def _annotation_at(path: list[str]) -> Any:
+    """The type of the Settings field that `path` names; None past the fields (librdkafka
+    properties, unknown keys), which are taken verbatim."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = next((arg for arg in _members(annotation) if isinstance(arg, type)), None)
+    return annotation
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """`A | B | None` → (A, B, NoneType); any other annotation → (annotation,)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return get_args(annotation)
+    return (annotation,)
+
+
+def _optional(annotation: Any) -> bool:
+    return type(None) in _members(annotation) and str not in _members(annotation)
+
+
+def _structured(annotation: Any) -> bool:
+    return any(
+        get_origin(arg) in (list, tuple, dict) or (isinstance(arg, type) and issubclass(arg, (BaseModel, dict, list)))
+        for arg in _members(annotation)
+    )
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

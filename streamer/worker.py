@@ -24,23 +24,25 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
-from streamer.codec import input_codec
+from streamer.codec import AvroCodec, input_codec
 from streamer.contract import check_entity_features, check_event_contract
+from streamer.dead_letters import DeadLetterWriter
 from streamer.device import label as device_label
 from streamer.device import serving_device
 from streamer.drift import SCORE, Baseline
 from streamer.drift_tap import DriftTap
 from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
+from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
-from streamer.kafka.producer import KafkaSink
+from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
 from streamer.outputs import Outputs
 from streamer.preprocess import Entity
-from streamer.records import DeadLetter, EventBatch, now_ms
+from streamer.records import DeadLetter, EventBatch, Rejection, now_ms
 from streamer.settings import ModelSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class Worker:
         self.outputs = Outputs(settings, self.input_codec)
         check_event_contract(settings.event, self.input_codec, self.outputs.scored_codec)
         self.outputs.check()
+        self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
         self.metrics = Metrics.create()
@@ -94,8 +97,21 @@ class Worker:
         )
         self.sink = KafkaSink(settings.producer_config(), self.metrics)
         delivery = settings.delivery
+        self.dead_letters = DeadLetterWriter(
+            settings.topics.dlq,
+            self.dlq_codec,
+            self.sink,
+            self.metrics,
+            settings.worker_id,
+            delivery.refused_records == "stop",
+        )
         self.checkpoint = Checkpoint(
-            self.source, self.sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, clock
+            self.source,
+            self.sink,
+            delivery.commit_interval_ms / 1000,
+            delivery.flush_timeout_s,
+            self.dead_letters.refused_outputs,
+            clock,
         )
         self.lifecycle: ModelLifecycle | None = None
         self._entity_features: tuple[Entity, ...] | None = None
@@ -141,8 +157,17 @@ class Worker:
         if self.settings.drift.enabled:
             self.drift = self._drift_tap(model)
         self._warm = True
-        self.sink.start(self.settings.delivery.flush_timeout_s)
-        self.source.start()
+        settings = self.settings
+        self.source.start()  # first: it names an unreachable broker or a missing topic
+        limits = record_limits(
+            settings.admin_config(),
+            settings.producer_config(),
+            settings.consumer_config(),
+            settings.topics.input,
+            [t for t in settings.topics.names() if t != settings.topics.input],
+        )
+        self.dead_letters.start(limits[settings.topics.dlq])
+        self.sink.start(settings.delivery.flush_timeout_s, limits)
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
         """Load one version and check it can replace the first: a version that needs other
@@ -377,7 +402,16 @@ class Worker:
         with metrics.time_stage("encode"):
             values = self.outputs.encode_scored(scored)
         with metrics.time_stage("produce"):
-            self.outputs.write_scored(scored, values, self.sink.produce)
+            scored_topic, alerts_topic = settings.topics.scored, settings.topics.alerts
+            too_large: list[int] = []
+            for row, (key, value, alert) in enumerate(zip(events.keys, values, scored.alerts.tolist(), strict=True)):
+                if not self.sink.produce(scored_topic, key, value):
+                    too_large.append(row)
+                elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value):
+                    self.dead_letters.refused_outputs([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
+        if too_large:
+            self._dead_letter([self._refused_output(scored_topic, events, values, row) for row in too_large])
+            events = events.take(np.isin(np.arange(len(events)), too_large, invert=True))
         self.checkpoint.mark_processed(events.partitions, events.offsets)
         self._completed += len(events)
         metrics.events_scored.inc(len(events))
@@ -390,32 +424,23 @@ class Worker:
             self._swapped_after = None
         metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[time_field]) / 1000)
 
+    def _refused_output(self, topic: str, events: EventBatch, values: list[bytes], row: int) -> DeadLetter:
+        """An event whose scored record is larger than `topic` takes: dead-lettered, not lost."""
+        self.metrics.outputs_refused.labels(topic, "MSG_SIZE_TOO_LARGE").inc()
+        reason = (
+            f"its scored record ({len(values[row])} bytes) is larger than {topic} accepts ({self.sink.limits[topic]})"
+        )
+        return events.dead_letter(row, self.settings.topics.input, Rejection("OutputRefused", reason))
+
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:
             return
-        for letter in dead:
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                letter.topic,
-                letter.partition,
-                letter.offset,
-                letter.error_class,
-                letter.error_message,
-                extra={
-                    "event": "dead_letter",
-                    "partition": letter.partition,
-                    "offset": letter.offset,
-                    "error_class": letter.error_class,
-                },
-            )
-        self.outputs.write_dead_letters(dead, now_ms(), self.sink.produce)
+        self.dead_letters.write(dead)
         self.checkpoint.mark_processed(
             np.array([d.partition for d in dead], dtype=np.int32),
             np.array([d.offset for d in dead], dtype=np.int64),
         )
         self._completed += len(dead)
-        for letter in dead:
-            self.metrics.events_dead_lettered.labels(letter.error_class).inc()
 
     def _commit(self) -> None:
         if self.sink.transactional:

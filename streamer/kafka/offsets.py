@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from streamer.errors import Retriable
 from streamer.kafka.consumer import KafkaSource
-from streamer.kafka.producer import KafkaSink
+from streamer.kafka.producer import KafkaSink, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,10 @@ class Checkpoint:
 
     `commit()` runs, in order:
       1. at least once: flush the producer; if any output was not acknowledged, raise
-         `OutputsLost` and commit nothing. Exactly once: send the offsets to the open
-         transaction and commit it; on failure it is aborted and `OutputsLost` raised;
+         `OutputsLost` and commit nothing. Outputs refused for good go to `on_refused` (which
+         dead-letters them) and those letters are flushed too: rewinding cannot change a
+         refusal. Exactly once: send the offsets to the open transaction and commit it; on
+         failure it is aborted and `OutputsLost` raised;
       2. at least once: commit, synchronously, the next offsets of partitions this member
          still owns, never past an event still pending in the batcher;
       3. forget what was committed, and the partitions no longer owned.
@@ -36,10 +38,12 @@ class Checkpoint:
         sink: KafkaSink,
         interval_s: float,
         flush_timeout_s: float,
+        on_refused: Callable[[list[Refusal]], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.sink = sink
+        self.on_refused = on_refused
         self.interval_s = interval_s
         self.flush_timeout_s = flush_timeout_s
         self.clock = clock
@@ -65,6 +69,10 @@ class Checkpoint:
             self.sink.commit_transaction(offsets, self.source.group_metadata(), self.flush_timeout_s)
         else:
             self.sink.flush(self.flush_timeout_s)
+            refused = self.sink.take_refused()
+            if refused:
+                self.on_refused(refused)
+                self.sink.flush(self.flush_timeout_s)
             try:
                 self.source.commit(owned)
             except KafkaException as exc:

@@ -12,11 +12,22 @@ the broker. After the broker went away, librdkafka can keep a stale transaction 
 hang in `send_offsets_to_transaction` past its timeout (librdkafka#5456, #5511); a fresh
 instance looks the coordinator up again. So fencing, a failed transaction and a lost broker each
 cost a rewind to the last commit, never the process.
+
+A refusal is not a failure: a record the producer or the broker refuses for good (too large,
+invalid, against a topic policy) would be refused again after any number of rewinds. One that
+is larger than its topic takes (the smaller of `message.max.bytes` and the topic's
+`max.message.bytes`, given to `start`) is refused here, before it is sent, and `produce`
+returns False so the caller can dead-letter what it stands for. One the broker refuses is held
+as a `Refusal` for the checkpoint to hand on (`take_refused`); in a transaction it makes the
+transaction abort, and the same refusal on the replay stops the worker, since no transaction
+can commit around it. A refusal for lack of access (ACLs) stops the worker at the checkpoint
+with one line: every record would be refused.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -32,6 +43,36 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 TRANSACTION_RETRIES = 4  # attempts after the first at a retriable commit or a replacement's init
+# Kafka's framing around one record in a batch (batch header 61 B, record and header varints), with room.
+RECORD_OVERHEAD = 512
+# Errors about one record: it will be refused again however often it is sent.
+RECORD_REFUSALS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+# Errors about the topic or the principal: every record will be refused until a person acts.
+ACCESS_REFUSALS = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One output refused for good: resending it cannot help."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    error: str
 
 
 class KafkaSink:
@@ -41,6 +82,10 @@ class KafkaSink:
         self.transactional = "transactional.id" in config
         self._producer: Producer | None = None
         self._failures: list[str] = []
+        self._refused: list[Refusal] = []
+        self._access_denied: str | None = None
+        self._refusal_replays = 0  # transactions in a row that aborted over a refused record
+        self.limits: dict[str, int] = {}  # topic → largest record it takes, set by `start`
         self._fatal = False
         self._brokers_lost = False  # every broker went down since the transaction began
         self._in_transaction = False
@@ -62,8 +107,10 @@ class KafkaSink:
                 raise Fatal(f"kafka producer config: {exc.args[0].str()}; fix kafka.common / kafka.producer") from exc
         return self._producer
 
-    def start(self, timeout_s: float) -> None:
-        """Register the transactional id; this fences any older instance holding it."""
+    def start(self, timeout_s: float, limits: dict[str, int]) -> None:
+        """Register the transactional id; this fences any older instance holding it. `limits`:
+        per topic, the largest record (key, value and headers) it accepts."""
+        self.limits = limits
         if self.transactional:
             try:
                 self.producer.init_transactions(timeout_s)
@@ -83,8 +130,15 @@ class KafkaSink:
         return len(self.producer)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._failures.append(f"{message.topic()}[{message.partition()}]: {error.str()}")
+        if error is None:
+            return
+        topic = str(message.topic())
+        if error.code() in RECORD_REFUSALS:
+            self._refused.append(Refusal(topic, message.key(), message.value(), error.name()))
+        elif error.code() in ACCESS_REFUSALS:
+            self._access_denied = f"{topic}: {error.str()}"
+        else:
+            self._failures.append(f"{topic}[{message.partition()}]: {error.str()}")
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -94,17 +148,32 @@ class KafkaSink:
             self._brokers_lost = True
         log.warning("kafka producer: %s", error.str())
 
-    def produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> None:
-        """Queue one message; when librdkafka's queue is full, serve delivery reports and retry."""
+    def produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> bool:
+        """Queue one message; when librdkafka's queue is full, serve delivery reports and retry.
+        False: refused for good before sending (too large for `topic`); nothing was queued."""
+        limit = self.limits.get(topic)
+        if limit is not None:
+            size = len(value) + len(key or b"") + sum(len(n) + len(v or b"") for n, v in headers or ())
+            if size + RECORD_OVERHEAD > limit:
+                return False
         if self.transactional and not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
         while True:
             try:
                 self.producer.produce(topic, value, key, headers=headers)
-                return
+                return True
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                if exc.args[0].code() in RECORD_REFUSALS:
+                    return False
+                raise
+
+    def take_refused(self) -> list[Refusal]:
+        """Outputs the broker refused for good since the last call (see the module docstring)."""
+        refused, self._refused = self._refused, []
+        return refused
 
     def poll(self) -> None:
         self.producer.poll(0)
@@ -117,9 +186,17 @@ class KafkaSink:
             raise Retriable(f"{remaining} outputs still unacknowledged after {timeout_s:.0f} s")
 
     def _raise_failures(self) -> None:
+        self._raise_access_denied()
         failures, self._failures = self._failures, []
         if failures:
             raise OutputsLost(f"{len(failures)} outputs not delivered (first: {failures[0]})")
+
+    def _raise_access_denied(self) -> None:
+        if self._access_denied is not None:
+            raise Fatal(
+                f"kafka: the broker refuses this producer's writes to {self._access_denied}; grant its principal "
+                "Write (and, for exactly_once, transactional) access, or fix topics.*"
+            )
 
     def commit_transaction(self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float) -> None:
         """Outputs since the last commit and `offsets`, atomically; `OutputsLost` when the
@@ -136,9 +213,18 @@ class KafkaSink:
             self._retrying(timeout_s)(self._transaction_call, self.producer.commit_transaction, timeout_s)
             self._in_transaction = False
         except (KafkaException, Retriable) as exc:
+            refused = self._refused[:1]
             log.warning("transaction failed (%s); replacing the producer and rewinding", exc)
             self._replace(timeout_s)
+            self._raise_access_denied()
+            self._refusal_replays = self._refusal_replays + 1 if refused else 0
+            if self._refusal_replays >= 2:
+                raise Fatal(
+                    f"kafka: {refused[0].topic} refused a record again on its replay ({refused[0].error}); no "
+                    "transaction can commit around it: fix the topic's policy or limits, or use at_least_once"
+                ) from exc
             raise OutputsLost(f"transaction abandoned: {exc}") from exc
+        self._refusal_replays = 0
         self._raise_failures()
 
     def _retrying(self, timeout_s: float) -> Any:
@@ -153,7 +239,7 @@ class KafkaSink:
     def abort(self, timeout_s: float) -> None:
         """Drop the open transaction's outputs: replace the producer (which aborts it on the
         broker), or, outside exactly-once, forget the failed deliveries."""
-        self._failures = []
+        self._failures, self._refused = [], []
         if self.transactional and (self._in_transaction or self._fatal):
             self._replace(timeout_s)
 
@@ -161,7 +247,7 @@ class KafkaSink:
         log.warning("replacing the transactional producer", extra={"event": "producer_replaced"})
         self._producer = None
         self._fatal = self._brokers_lost = self._in_transaction = False
-        self._failures = []
+        self._failures, self._refused = [], []
         try:
             self._retrying(timeout_s)(self._transaction_call, self.producer.init_transactions, timeout_s)
         except (KafkaException, Retriable) as exc:

@@ -81,9 +81,10 @@ def wait_for_redis(client: redis.Redis, timeout_s: float = 10) -> None:
 class RedisServer:
     """A real redis-server on a free loopback port, in its own folder; stop/start for outages."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
         self.folder = folder
         self.port = free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,10 +105,11 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.folder),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
         )
-        wait_for_redis(redis.Redis(port=self.port))
+        wait_for_redis(redis.Redis(port=self.port, password=self.password))
 
     def stop(self) -> None:
         if self.process is not None:

@@ -12,7 +12,14 @@ import yaml
 from streamer.codec import AvroCodec
 from streamer.settings import Settings
 from tests.conftest import ROOT, SCHEMAS
-from tests.integration.conftest import SettingsFactory, committed_offsets, end_offsets, produce_payments, read_topic
+from tests.integration.conftest import (
+    RedisServer,
+    SettingsFactory,
+    committed_offsets,
+    end_offsets,
+    produce_payments,
+    read_topic,
+)
 
 
 def write_config(settings: Settings, path: Path, **changes: object) -> Path:
@@ -27,19 +34,21 @@ def write_config(settings: Settings, path: Path, **changes: object) -> Path:
     return path
 
 
-def streamer(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def streamer(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "streamer", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
 
 
-def fails_with(config: Path) -> str:
-    process = streamer("run", "--config", str(config))
+def fails_with(config: Path, env: dict[str, str] | None = None) -> str:
+    """The one line a refused start ends with; every line before it is a JSON log line."""
+    process = streamer("run", "--config", str(config), env=env)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2, stderr
-    last = stderr.strip().splitlines()[-1]
+    *logs, last = stderr.strip().splitlines()
     assert last.startswith("streamer: ")
+    assert all(line.startswith("{") for line in logs), logs
     return last
 
 
@@ -57,8 +66,66 @@ def test_missing_model(make_settings: SettingsFactory, tmp_path: Path) -> None:
 def test_unreachable_broker(make_settings: SettingsFactory, tmp_path: Path) -> None:
     settings = make_settings()
     config = write_config(settings, tmp_path / "c.yaml", kafka__common={"bootstrap.servers": "127.0.0.1:1"})
-    line = fails_with(config)
-    assert "no broker answered at 127.0.0.1:1" in line and "make stack-up" in line
+    process = streamer("run", "--config", str(config))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert "no broker answered at 127.0.0.1:1" in lines[-1] and "make stack-up" in lines[-1]
+    kafka_lines = [line for line in lines if '"logger": "streamer.kafka' in line]
+    assert len(kafka_lines) <= 4, kafka_lines  # one per kind of failure, not one per retry (was ~390)
+
+
+SECRETS = ["[sekrit", "12345678", "#sekrit", "yes", '"x', "a: b"]
+
+
+def test_secrets_from_the_environment_are_never_printed(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    """Each secret also sits in a malformed Redis URL, so the start is refused with one line."""
+    config = write_config(make_settings(), tmp_path / "c.yaml")
+    for secret in SECRETS:
+        env = {
+            "STREAMER_FEATURES__PASSWORD": secret,
+            "STREAMER_KAFKA__COMMON__SASL_PASSWORD": secret,
+            "STREAMER_FEATURES__URL": f"notaurl://:{secret}@host/0",
+        }
+        process = streamer("run", "--config", str(config), env=env)
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 2, stderr
+        assert secret not in (stdout or "") + stderr
+        assert stderr.strip().splitlines() == [stderr.strip()]
+        assert "features.url: not a valid Redis URL" in stderr
+
+
+def test_a_yaml_looking_password_from_the_environment_reaches_redis_verbatim(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    secret = "#sekrit: [0777"
+    server = RedisServer(tmp_path, password=secret)
+    server.start()
+    try:
+        settings = make_settings(topics={"partitions": 1})
+        config = write_config(settings, tmp_path / "c.yaml", features__url=server.url)
+        produce_payments(settings, 200, seed=4)
+        process = streamer(
+            "run", "--config", str(config), "--max-events", "200", env={"STREAMER_FEATURES__PASSWORD": secret}
+        )
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert process.returncode == 0, stderr
+    assert secret not in stderr and "sekrit" not in stderr
+    assert "breaker_open" not in stderr  # AUTH with the password as given: features were read, not defaulted
+    brokers = str(settings.admin_config()["bootstrap.servers"])
+    codec = AvroCodec(SCHEMAS / "scored_payment.avsc")
+    scored = [codec.decode_one(m.value) for m in read_topic(brokers, settings.topics.scored, 200)]
+    assert len(scored) == 200 and not any(r["features_degraded"] for r in scored)
+
+
+def test_malformed_redis_url_and_nan_threshold_are_one_line(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    config = write_config(make_settings(), tmp_path / "c.yaml")
+    for url in ("notaurl://x", "redis://user:pw@[bad/0"):
+        assert "features.url: not a valid Redis URL" in fails_with(config, {"STREAMER_FEATURES__URL": url})
+    line = fails_with(config, {"STREAMER_MODEL__ALERT_THRESHOLD": "nan"})
+    assert "model.alert_threshold: Input should be a finite number" in line
 
 
 def test_missing_topic(make_settings: SettingsFactory, tmp_path: Path) -> None:

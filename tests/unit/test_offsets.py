@@ -7,6 +7,7 @@ import pytest
 
 from streamer.errors import OutputsLost
 from streamer.kafka.offsets import Checkpoint
+from streamer.kafka.producer import Refusal
 
 
 class RecordingSource:
@@ -21,9 +22,14 @@ class RecordingSource:
 class Sink:
     transactional = False
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, refused: list[Refusal] | None = None) -> None:
         self.fail = fail
         self.flushes = 0
+        self.refused = refused or []
+
+    def take_refused(self) -> list[Refusal]:
+        refused, self.refused = self.refused, []
+        return refused
 
     def flush(self, timeout_s: float) -> None:
         self.flushes += 1
@@ -31,8 +37,9 @@ class Sink:
             raise OutputsLost("1 outputs not delivered")
 
 
-def checkpoint(source: RecordingSource, sink: Sink) -> Checkpoint:
-    return Checkpoint(cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0)
+def checkpoint(source: RecordingSource, sink: Sink, on_refused: Any = None) -> Checkpoint:
+    handler = on_refused or (lambda refused: None)
+    return Checkpoint(cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0, on_refused=handler)
 
 
 def test_commits_next_offset_per_owned_partition_after_flush() -> None:
@@ -67,3 +74,16 @@ def test_forgotten_partitions_are_not_committed() -> None:
     cp.mark_processed(np.array([0, 1]), np.array([1, 1]))
     cp.forget([1])
     assert cp.commit({}) == {0: 2}
+
+
+def test_refused_outputs_are_handed_on_and_their_letters_flushed_before_the_commit() -> None:
+    source = RecordingSource({0})
+    refusal = Refusal("scored", b"k", b"v", "MSG_SIZE_TOO_LARGE")
+    sink = Sink(refused=[refusal])
+    handed: list[list[Refusal]] = []
+    cp = checkpoint(source, sink, handed.append)
+    cp.mark_processed(np.array([0]), np.array([3]))
+    assert cp.commit({}) == {0: 4}  # a refusal is not a rewind: the offsets commit
+    assert handed == [[refusal]]
+    assert sink.flushes == 2  # the dead letters standing for the refused outputs are flushed first
+    assert source.commits == [{0: 4}]

@@ -9,7 +9,7 @@ from streamer.features import replay_aggregates
 from streamer.lifecycle import Serving
 from streamer.model import load_model
 from streamer.pipeline import admit, padded_size, score, score_batch, to_tensors
-from streamer.records import EventBatch, Refusal
+from streamer.records import EventBatch, Rejection
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS, STRICT_MAX_AMOUNT, STRICT_NAN_AMOUNT
 
@@ -74,10 +74,10 @@ def test_admit_refuses_missing_entities_under_dead_letter_and_null_inputs_always
 
     assert kept.offsets.tolist() == [0]
     assert refused == {
-        1: Refusal("MissingEntity", "entity field card is null"),
-        2: Refusal("MissingEntity", "entity field card is empty"),
-        3: Refusal("MissingEntity", "entity field shop is null"),
-        4: Refusal(
+        1: Rejection("MissingEntity", "entity field card is null"),
+        2: Rejection("MissingEntity", "entity field card is empty"),
+        3: Rejection("MissingEntity", "entity field shop is null"),
+        4: Rejection(
             "NullInput",
             "field amount is null, and nothing takes a null there (a feature's missing:, never an aggregate)",
         ),
@@ -100,7 +100,7 @@ def test_a_null_numeric_input_is_refused_and_the_rest_scored(demo_model: Path) -
     scored, rejected = score_batch(Serving(model), events, (64,), 0.5, 0, None, "card_id")
 
     assert rejected == {
-        row: Refusal(
+        row: Rejection(
             "NullInput",
             "field amount is null, and nothing takes a null there (a feature's missing:, never an aggregate)",
         )

@@ -1,6 +1,10 @@
+import string
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from streamer.errors import Fatal
 from streamer.settings import load_settings
@@ -48,7 +52,7 @@ def test_librdkafka_properties_pass_through_verbatim(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, text), environ={"STREAMER_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS": "7"})
     config = settings.consumer_config()
     assert config["fetch.min.bytes"] == 1000
-    assert config["fetch.wait.max.ms"] == 7
+    assert config["fetch.wait.max.ms"] == "7"  # librdkafka parses its own properties
     assert config["group.id"] == "g"
     assert "fetch.min.bytes" not in settings.producer_config()
 
@@ -61,3 +65,84 @@ def test_batch_sizes_must_increase(tmp_path: Path) -> None:
 def test_missing_file_is_fatal(tmp_path: Path) -> None:
     with pytest.raises(Fatal, match="cannot read"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.fixture(scope="module")
+def minimal_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One file for the property tests: hypothesis runs many examples in one test call."""
+    return write(tmp_path_factory.mktemp("config"), MINIMAL)
+
+
+SECRETS = ["[sekrit", "12345678", "#sekrit", "yes", '"x', "a: b", "0777", "on", "~", "{x", "- y", "'q", "%TAG"]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_environment_passwords_are_taken_verbatim(tmp_path: Path, secret: str) -> None:
+    settings = load_settings(
+        write(tmp_path, MINIMAL),
+        environ={"STREAMER_FEATURES__PASSWORD": secret, "STREAMER_KAFKA__COMMON__SASL_PASSWORD": secret},
+    )
+    assert settings.features.password is not None
+    assert settings.features.password.get_secret_value() == secret
+    assert settings.producer_config()["sasl.password"] == secret
+
+
+STRING_FIELDS = ["STREAMER_FEATURES__PASSWORD", "STREAMER_FEATURES__USERNAME", "STREAMER_WORKER_ID"]
+
+
+@pytest.mark.parametrize("variable", STRING_FIELDS)
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(value=st.text(alphabet=string.printable, min_size=1, max_size=40))
+def test_any_printable_string_field_value_is_kept_verbatim(minimal_config: Path, variable: str, value: str) -> None:
+    settings = load_settings(minimal_config, environ={variable: value})
+    password = settings.features.password
+    kept = {
+        "STREAMER_FEATURES__PASSWORD": password.get_secret_value() if password else None,
+        "STREAMER_FEATURES__USERNAME": settings.features.username,
+        "STREAMER_WORKER_ID": settings.worker_id,
+    }
+    assert kept[variable] == value
+
+
+@hypothesis_settings(max_examples=80, deadline=None)
+@given(value=st.text(alphabet=string.ascii_letters + string.digits + "!$%&'()*+,-.;=_~", min_size=4, max_size=40))
+def test_a_bad_redis_url_is_one_line_without_the_value(minimal_config: Path, value: str) -> None:
+    url = f"redis://:{value}@[x" if len(value) % 2 else f"notaurl://{value}"
+    with pytest.raises(Fatal) as caught:
+        load_settings(minimal_config, environ={"STREAMER_FEATURES__URL": url})
+    message = str(caught.value)
+    assert "features.url: not a valid Redis URL" in message
+    assert value not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["notaurl://x", "redis://user:pw@[bad/0", "redis://:sekrit", "redis://h:99999/0"])
+def test_malformed_redis_urls_are_refused_at_load(tmp_path: Path, url: str) -> None:
+    with pytest.raises(Fatal, match=r"features\.url: not a valid Redis URL") as caught:
+        load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_FEATURES__URL": url})
+    assert "sekrit" not in str(caught.value) and "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nan_and_infinity_are_refused_as_such(tmp_path: Path, value: str) -> None:
+    with pytest.raises(Fatal, match=r"model\.alert_threshold: Input should be a finite number"):
+        load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_MODEL__ALERT_THRESHOLD": value})
+    with pytest.raises(Fatal, match=r"drift\.window_s: Input should be a finite number"):
+        load_settings(write(tmp_path, MINIMAL + "drift: {window_s: .nan}\n"), environ={})
+
+
+def test_structured_values_from_the_environment_are_yaml(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_BATCHING__ALLOWED_BATCH_SIZES": "[64, 128]"})
+    assert settings.batching.allowed_batch_sizes == (64, 128)
+
+
+def test_malformed_yaml_in_a_structured_value_names_the_variable_not_the_text(tmp_path: Path) -> None:
+    with pytest.raises(Fatal) as caught:
+        load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_KAFKA__COMMON": "{sasl.password: [sekrit"})
+    message = str(caught.value)
+    assert message.startswith("environment STREAMER_KAFKA__COMMON: kafka.common takes a YAML")
+    assert "sekrit" not in message
+
+
+def test_empty_value_unsets_an_optional_number(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_SCHEMAS__MAX_RECORD_BYTES": ""})
+    assert settings.schemas.max_record_bytes is None
