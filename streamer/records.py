@@ -21,7 +21,7 @@ def has_id(column: np.ndarray) -> np.ndarray:
     would otherwise share one key (`…:{None}`), and every empty id another."""
     if column.dtype != object:
         return np.ones(len(column), dtype=bool)  # a numeric id is always there
-    return np.fromiter((v is not None and v != "" for v in column.tolist()), dtype=bool, count=len(column))
+    return np.asarray((column != None) & (column != ""), dtype=bool)  # noqa: E711 - elementwise null test
 
 
 @dataclass(frozen=True, slots=True)
