@@ -1,4 +1,4 @@
-"""`streamer run | score | topics create | model export-demo | verify | sign | drift report | demo`.
+"""`streamer run | score | schema scored | topics create | model export-demo | verify | sign | drift report | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -46,10 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/2")
     sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key, PEM")
 
-    score = commands.add_parser("score", help="score an Avro container file offline, through the same path")
+    score = commands.add_parser(
+        "score",
+        help="score an Avro container file offline, through the same path; refused records go to "
+        "<output stem>.dlq.avro (exit 1 when there are any)",
+    )
     score.add_argument("--config", type=Path, required=True)
     score.add_argument("--input", type=Path, required=True)
     score.add_argument("--output", type=Path, required=True)
+
+    schema = commands.add_parser("schema", help="schemas the config makes")
+    schema_cmd = schema.add_subparsers(dest="schema_command", required=True)
+    scored_schema = schema_cmd.add_parser(
+        "scored", help="print the scored records' Avro schema, derived from the config and schemas.input"
+    )
+    scored_schema.add_argument("--config", type=Path, required=True)
 
     drift = commands.add_parser("drift", help="drift windows")
     drift_cmd = drift.add_subparsers(dest="drift_command", required=True)
@@ -124,6 +135,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         path = train_demo_model(out, settings.model.feature_spec, settings.schemas.input, args.version)
         print(f"exported {path}")
         return 0
+    if args.command == "schema":
+        import json
+
+        from streamer.codec import input_codec
+        from streamer.outputs import derived_schema
+
+        settings = load_settings(args.config)
+        print(json.dumps(derived_schema(settings, input_codec(settings)), indent=2))
+        return 0
     if args.command == "drift":
         from streamer.drift_report import write_report
 
@@ -133,9 +153,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "score":
         from streamer.offline import score_file
 
-        count = score_file(load_settings(args.config), args.input, args.output)
-        print(f"scored {count} events into {args.output}")
-        return 0
+        summary = score_file(load_settings(args.config), args.input, args.output)
+        print(summary.line(args.output))
+        return 1 if summary.dead_lettered else 0
     from streamer.demo import CANARY_STEPS, format_report, run_demo
 
     settings = load_settings(args.config)

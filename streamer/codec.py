@@ -17,8 +17,11 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, cast
+from uuid import UUID
 
 import fastavro
 import numpy as np
@@ -27,7 +30,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from streamer.errors import Fatal, PoisonRecord
-from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, ScoredBatch
+from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Rejection, Rejections
 from streamer.settings import Settings
 
 _NUMPY_TYPES = {
@@ -46,6 +49,47 @@ def _without_logical_types(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_without_logical_types(s) for s in schema]
     return schema
+
+
+def nullable_base(avro_type: Any) -> tuple[bool, Any]:
+    """(whether a field's type admits null, its non-null type): [null, T] or [T, null] (as Spark
+    writes them) are nullable T; other unions stay as they are."""
+    if isinstance(avro_type, list) and len(avro_type) == 2 and "null" in avro_type:
+        return True, next(t for t in avro_type if t != "null")
+    return False, avro_type
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _plain(value: Any, micros: bool) -> Any:
+    """A value fastavro decoded through a writer's logical type, back to what the type carries
+    (ms or µs since the epoch, days, a string), the way the worker reads it."""
+    unit = timedelta(microseconds=1) if micros else timedelta(milliseconds=1)
+    if isinstance(value, datetime):
+        return ((value if value.tzinfo else value.replace(tzinfo=UTC)) - _EPOCH) // unit
+    if isinstance(value, date):
+        return (value - _EPOCH.date()).days
+    if isinstance(value, time):
+        return (
+            timedelta(hours=value.hour, minutes=value.minute, seconds=value.second, microseconds=value.microsecond)
+            // unit
+        )
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
+def _logical_types(schema: Any) -> dict[str, str]:
+    """Field name → logical type of a record's fields ([null, T] unions included), which the
+    parsed schema no longer holds."""
+    found = {}
+    for field in schema.get("fields", []):
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            if isinstance(branch, dict) and "logicalType" in branch:
+                found[field["name"]] = str(branch["logicalType"])
+    return found
 
 
 def _parse(text: str, origin: object) -> tuple[dict[str, Any], Any]:
@@ -167,7 +211,7 @@ _INT32 = (-(2**31), 2**31 - 1)
 class ColumnDecoder:
     """Avro binary records into columns, vectorized: every record of a batch is read at once,
     field by field, each field by one numpy pass that follows one read position per record.
-    fastavro's `schemaless_reader` builds a dict per record (6.8 µs a payment at batch 1024);
+    fastavro's `schemaless_reader` builds a dict per record (6.8 µs a demo event of 15 fields at batch 1024);
     this takes 2.5, most of it making the Python strings the model and the Redis keys take.
 
     It decodes only what it can vouch for. A record with a varint longer than 10 bytes, a length
@@ -314,12 +358,15 @@ class AvroCodec:
     ) -> None:
         """`columnar=False` reads and writes every record with fastavro, the reference the
         columnar path is checked against."""
-        declared, self.schema = _parse(_read(path), path)
+        text = _read(path)
+        declared, self.schema = _parse(text, path)
+        self.path = Path(path)
+        self.logical_types = _logical_types(json.loads(text))
         self.writers = writers
         self.max_record_bytes = max_record_bytes
         self.name: str = ".".join(filter(None, (declared.get("namespace"), declared.get("name"))))
-        self.field_types: dict[str, Any] = {f["name"]: f["type"] for f in declared["fields"]}
-        self._int_fields = [name for name, t in self.field_types.items() if t == "int" or t == ["null", "int"]]
+        self.field_types = self.field_types_of(declared)
+        self._int_fields = [name for name, t in self.field_types.items() if nullable_base(t)[1] == "int"]
         try:
             if not columnar:
                 raise ValueError("columnar path turned off")
@@ -327,6 +374,11 @@ class AvroCodec:
             self._column_decoder: ColumnDecoder | None = ColumnDecoder(self.field_types)
         except ValueError:  # a type outside what the columnar path covers: fastavro row by row
             self._column_encoder = self._column_decoder = None
+
+    @staticmethod
+    def field_types_of(declared: Mapping[str, Any]) -> dict[str, Any]:
+        """Field name → type of a record schema, logical types left out, as the codec reads them."""
+        return {f["name"]: f["type"] for f in _without_logical_types(dict(declared))["fields"]}
 
     def _numpy_type(self, name: str) -> type:
         """Primitive fields get a numeric column; strings, unions and the rest stay objects."""
@@ -390,15 +442,22 @@ class AvroCodec:
         batch = EventBatch(columns, raw.partitions, raw.offsets, raw.keys, raw.values, raw.headers)
         if len(kept) < n:
             batch = batch.take(kept)
-        bad = np.zeros(len(batch), dtype=bool)
-        for name, column in batch.columns.items():
+        refused = self.non_finite(batch.columns)
+        dead += self.dead_letters(batch, refused, raw.topic)
+        return (batch.take(np.setdiff1d(np.arange(len(batch)), list(refused))) if refused else batch), dead
+
+    def non_finite(self, columns: Columns) -> Rejections:
+        """Rows holding NaN or an infinity, which no model input can mean; a null is another
+        matter, the feature spec's to fill."""
+        refused: Rejections = {}
+        for name, column in columns.items():
+            if column.dtype == object and nullable_base(self.field_types[name])[1] in ("double", "float"):
+                column = np.array([0.0 if v is None else v for v in column.tolist()], dtype=np.float64)
             if column.dtype.kind == "f":
-                non_finite = ~np.isfinite(column)
-                for row in np.flatnonzero(non_finite & ~bad):
+                for row in np.flatnonzero(~np.isfinite(column)).tolist():
                     reason = f"field {name} is {float(column[row])}; finite numbers only"
-                    dead.append(self._dead_letter(raw, int(kept[row]), PoisonRecord.__name__, reason))
-                bad |= non_finite
-        return (batch.take(~bad) if bad.any() else batch), dead
+                    refused.setdefault(row, Rejection(PoisonRecord.__name__, reason))
+        return refused
 
     def _decode_columnar(self, values: list[bytes | None]) -> tuple[Columns, np.ndarray]:
         """Columns of every record and a mask of those the columnar decoder read; all False, with
@@ -424,17 +483,51 @@ class AvroCodec:
         return {name: np.array([row[name] for row in rows], dtype=self._numpy_type(name)) for name in self.field_types}
 
     def read_container(self, path: Path, batch_size: int) -> Iterator[Columns]:
-        """An Avro container file (as written by fastavro, Spark, Flink) in column batches, read
-        with this schema as the reader schema, so compatible writer schemas are resolved."""
+        """An Avro container file (as written by fastavro, Java, Spark, Flink) in column batches,
+        read with this schema as the reader schema, so compatible writer schemas are resolved and
+        logical types read as their plain values (timestamp-millis as ms since the epoch)."""
         with open(path, "rb") as stream:
             rows: list[dict[str, Any]] = []
-            for row in fastavro.reader(stream, self.schema):
+            records = fastavro.reader(stream, self.schema)
+            # fastavro turns values into datetime, date, UUID… by the *writer's* logical types
+            logical = [name for name in _logical_types(records.writer_schema) if name in self.field_types]
+            micros = {name: self.logical_types.get(name, "").endswith("micros") for name in logical}
+            for row in records:
+                for name in logical:
+                    row[name] = _plain(row[name], micros[name])  # type: ignore[call-overload, index]
                 rows.append(row)  # type: ignore[arg-type]
                 if len(rows) == batch_size:
                     yield self.columns_of(rows)
                     rows = []
             if rows:
                 yield self.columns_of(rows)
+
+    def decode_container(self, path: Path, batch_size: int) -> Iterator[tuple[EventBatch, list[DeadLetter]]]:
+        """A container file as `decode` gives the worker a poll: events and dead letters, after
+        the same value checks. Partition -1 and the record's index in the file as its offset
+        trace every row back; a dead letter's value is its record encoded with this schema."""
+        position = 0
+        for columns in self.read_container(path, batch_size):
+            n = len(next(iter(columns.values())))
+            batch = EventBatch(
+                columns, np.full(n, -1, np.int32), np.arange(position, position + n, dtype=np.int64), [None] * n
+            )
+            position += n
+            refused = self.non_finite(columns)
+            dead = self.dead_letters(batch, refused, str(path))
+            yield (batch.take(np.setdiff1d(np.arange(n), list(refused))) if refused else batch), dead
+
+    def dead_letters(self, events: EventBatch, refused: Rejections, topic: str) -> list[DeadLetter]:
+        """The refused rows of `events` as dead letters, in row order; a record whose input bytes
+        are not kept (read from a file) is encoded anew with this schema."""
+        letters = []
+        for row, refusal in sorted(refused.items()):
+            letter = events.dead_letter(row, topic, refusal)
+            if letter.value is None:
+                record = {name: events.columns[name][row] for name in self.field_types}
+                letter = replace(letter, value=self.encode_one(record))
+            letters.append(letter)
+        return letters
 
     def write_container(self, path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
         with open(path, "wb") as stream:
@@ -460,49 +553,6 @@ class AvroCodec:
             return self._column_encoder.encode(columns, n)
         names = list(columns)
         return self.encode(dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True))
-
-
-def scored_columns(scored: ScoredBatch, key_field: str, entity_field: str, time_field: str) -> dict[str, Any]:
-    """The scored-event fields of a batch as columns, in input order (schemas/scored_payment.avsc)."""
-    events = scored.events
-    n = len(events)
-    shadow_scores = [] if scored.shadow_scores is None else scored.shadow_scores.tolist()
-    shadows = [None if s != s else s for s in shadow_scores] or [None] * n  # NaN: not shadowed
-    return {
-        "event_id": events.columns[key_field].tolist(),
-        "entity_id": events.columns[entity_field].tolist(),
-        "event_time": events.columns[time_field],
-        "score": scored.scores,
-        "alert": scored.alerts,
-        "model_name": [scored.model_name] * n,
-        "model_version": scored.model_versions,
-        "scored_at": np.full(n, scored.scored_at_ms, dtype=np.int64),
-        "features_degraded": np.full(n, scored.features_degraded),
-        "shadow_score": shadows,
-        "shadow_version": [None if s is None else scored.shadow_version for s in shadows],
-        "source_partition": events.partitions,
-        "source_offset": events.offsets,
-    }
-
-
-def scored_rows(scored: ScoredBatch, key_field: str, entity_field: str, time_field: str) -> list[dict[str, Any]]:
-    """`scored_columns` as rows, for container files."""
-    columns = scored_columns(scored, key_field, entity_field, time_field)
-    lists = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns.values()]
-    return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
-
-
-def dead_letter_row(dead: DeadLetter, worker_id: str, failed_at_ms: int) -> dict[str, Any]:
-    return {
-        "original_value": dead.value,
-        "error_class": dead.error_class,
-        "error_message": dead.error_message,
-        "source_topic": dead.topic,
-        "source_partition": dead.partition,
-        "source_offset": dead.offset,
-        "worker_id": worker_id,
-        "failed_at": failed_at_ms,
-    }
 
 
 def input_codec(settings: Settings) -> AvroCodec:

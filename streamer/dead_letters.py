@@ -142,20 +142,7 @@ class DeadLetterWriter:
         return record + sum(len(name) + len(v or b"") for name, v in [*self._headers(letter, True), *trace])
 
     def _row(self, letter: DeadLetter, failed_at: int) -> dict[str, object]:
-        value = letter.value or b""
-        return {
-            "original_value": letter.value,
-            "original_truncated": False,
-            "original_size": len(value),
-            "original_sha256": hashlib.sha256(value).hexdigest(),
-            "error_class": letter.error_class,
-            "error_message": letter.error_message,
-            "source_topic": letter.topic,
-            "source_partition": letter.partition,
-            "source_offset": letter.offset,
-            "worker_id": self.worker_id,
-            "failed_at": failed_at,
-        }
+        return dead_letter_record(letter, self.worker_id, failed_at)
 
     def _headers(self, letter: DeadLetter, truncated: bool) -> Headers:
         headers: Headers = [
@@ -172,6 +159,25 @@ class DeadLetterWriter:
                 ("streamer.original.sha256", hashlib.sha256(value).hexdigest().encode()),
             ]
         return headers
+
+
+def dead_letter_record(letter: DeadLetter, worker_id: str, failed_at: int) -> dict[str, object]:
+    """A dead letter as a `schemas/dlq_record.avsc` record, its original whole; also what
+    `streamer score` writes to its dead-letter file, where no size limit applies."""
+    value = letter.value or b""
+    return {
+        "original_value": letter.value,
+        "original_truncated": False,
+        "original_size": len(value),
+        "original_sha256": hashlib.sha256(value).hexdigest(),
+        "error_class": letter.error_class,
+        "error_message": letter.error_message,
+        "source_topic": letter.topic,
+        "source_partition": letter.partition,
+        "source_offset": letter.offset,
+        "worker_id": worker_id,
+        "failed_at": failed_at,
+    }
 
 
 _PROBE = DeadLetter("probe", 0, 0, None, None, "Probe", "x" * MAX_MESSAGE_CHARS)

@@ -4,7 +4,7 @@ The pure part, with no Kafka in it: fixed-bin histograms of every baseline colum
 model score per tumbling window, the metrics that compare a window with the baseline, the
 drift-topic record (`schemas/drift_report.avsc`) and the analyst's HTML report.
 
-    baseline = Baseline.from_dict(json.loads(Path("models/fraud/1/baseline.json").read_text()))
+    baseline = Baseline.from_dict(json.loads(Path("models/<name>/1/baseline.json").read_text()))
     monitor = DriftMonitor(baseline, settings.drift, worker_id, model_version)
     for window in monitor.observe(columns, scores, columns["event_time"]):   # per micro-batch
         produce(to_avro_record(evaluate(window, baseline, settings.drift)))
@@ -53,13 +53,13 @@ TFDV and Vertex AI monitoring do (Jensen-Shannon for numeric, L-infinity for cat
 | linf        | reported     | 0.05 / 0.10  | TFDV infinity_norm; cut set for window-sized samples    |
 | ks          | reported     | n/a          | no fixed cut: its null spread shrinks as 1/sqrt(n)      |
 
-`min_events` = 5000 is the sample size these cuts are made for. Measured on the demo payments
+`min_events` = 5000 is the sample size these cuts are made for. Measured on the demo's events
 (10 quantile bins, vocabularies up to 100 values, 200 fresh samples of an unchanged
 distribution at 5000 events), the largest values were PSI 0.015, L-infinity 0.022 (categorical)
 and JS distance 0.032 (numeric): under every `warn` cut with a margin. At 2000 events the JS
 distance already reached 0.051. A mean shift of 0.5 standard deviation gives JS distance ~0.2 and
 PSI ~0.24; a new category in 10% of events PSI ~0.7 and L-infinity ~0.1: both alert in one
-window. JS distance does not judge categorical columns: with many rare values (a merchant id) it
+window. JS distance does not judge categorical columns: with many rare values (a shop id) it
 sits at ~0.08 on unchanged data, from sampling alone. The 0.01 / 0.02 cuts of TFDV and Vertex AI
 examples are meant for comparing large datasets: at a few thousand events per window sampling
 noise alone crosses them. With smaller windows, raise the cuts. Per-column overrides go under

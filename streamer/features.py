@@ -30,7 +30,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
-from streamer.records import Columns, EventBatch
+from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
 
@@ -321,6 +321,10 @@ class FeatureStore:
     ) -> list[tuple[int, Callable[[list[Any]], None]]]:
         """One script call, or one per hash slot on a cluster (a script's keys share a slot)."""
         assert self._script is not None
+        identified = np.flatnonzero(has_id(events.columns[group.entity]))  # the rest keep defaults, update nothing
+        if not len(identified):
+            return []
+        events = events.take(identified)
         ids = events.columns[group.entity].astype(str)
         unique, inverse = np.unique(ids, return_inverse=True)
         keys = [self.keys.aggregate(group.entity, entity_id) for entity_id in unique.tolist()]
@@ -348,7 +352,7 @@ class FeatureStore:
             packed = table[rows]
             packed[:, 0] = local + 1  # Lua tables count from 1
             self._script(keys=[keys[k] for k in call_keys.tolist()], args=[*header, packed.tobytes()], client=pipe)
-            readers.append((1, self._aggregate_reader(group, rows, columns)))
+            readers.append((1, self._aggregate_reader(group, identified[rows], columns)))
         return readers
 
     def _aggregate_reader(
@@ -364,7 +368,9 @@ class FeatureStore:
     def _queue_stored(
         self, pipe: Any, group: _StoredGroup, events: EventBatch, columns: Columns
     ) -> tuple[int, Callable[[list[Any]], None]]:
-        unique, inverse = np.unique(events.columns[group.entity].astype(str), return_inverse=True)
+        ids = events.columns[group.entity]
+        identified = np.flatnonzero(has_id(ids))  # the rest keep defaults
+        unique, inverse = np.unique(ids[identified].astype(str), return_inverse=True)
         fields = [f.field or f.name for f in group.features]
         for entity_id in unique.tolist():
             pipe.hmget(self.keys.stored(group.template, entity_id), fields)
@@ -372,7 +378,7 @@ class FeatureStore:
         def read(replies: list[Any]) -> None:
             table = np.array(replies, dtype=object).reshape(len(unique), len(fields))[inverse]
             for j, feature in enumerate(group.features):
-                self._fill(columns[feature.name], np.arange(len(inverse)), table[:, j], feature.default)
+                self._fill(columns[feature.name], identified, table[:, j], feature.default)
 
         return len(unique), read
 
@@ -403,10 +409,13 @@ class AggregateReplayer:
         out = {f.name: np.full(n, f.default, np.float32) for f in self.aggregates}
         times = columns[self.time_field].tolist()
         ids = {f.entity: columns[f.entity].tolist() for f in self.aggregates}
+        identified = {f.entity: has_id(columns[f.entity]).tolist() for f in self.aggregates}
         values = {f.of: columns[f.of].astype(np.float64).tolist() for f in self.aggregates if f.of}
         for i, t in enumerate(times):
             touched: set[tuple[str, Any]] = set()
             for f in self.aggregates:
+                if not identified[f.entity][i]:
+                    continue  # no entity: the default, and no state to update
                 key = (f.entity, ids[f.entity][i])
                 state = self.states.setdefault(key, {})
                 before = self._step(f, state, t, values[f.of][i] if f.of else 0.0)

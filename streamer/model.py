@@ -30,7 +30,8 @@ import yaml
 
 from streamer.drift import SCORE, SCORE_EDGES, numeric_baseline
 from streamer.errors import Fatal
-from streamer.preprocess import FeatureSpec, Preprocessor
+from streamer.missing import presence_input
+from streamer.preprocess import FeatureSpec, Preprocessor, raw_tensors
 from streamer.records import Columns
 from streamer.settings import ModelSettings
 
@@ -90,7 +91,7 @@ def export_package(
         (staging / SPEC_FILE).write_text(yaml.safe_dump(preprocessor.spec.to_dict(), sort_keys=False))
         baseline = dict(preprocessor.analysis.baseline)
         if holdout is not None:
-            scores = serve(*(tf.constant(holdout[n], d) for n, d in raw_columns.items()))[score_output].numpy()
+            scores = serve(*raw_tensors(holdout, raw_columns).values())[score_output].numpy()
             baseline[SCORE] = numeric_baseline(scores, edges=SCORE_EDGES).to_dict()
         (staging / BASELINE_FILE).write_text(json.dumps(baseline, indent=1))
         write_manifest(staging)
@@ -265,7 +266,8 @@ def load_package(
     _, input_specs = signature.structured_input_signature
     inputs = {name: spec.dtype for name, spec in input_specs.items()}
     entity_names = {f.name for f in spec.entity_features()}
-    missing = sorted(set(inputs) - set(available_fields) - entity_names)
+    presence = {presence_input(name) for name in available_fields}  # nulls of a field some feature fills
+    missing = sorted(set(inputs) - set(available_fields) - entity_names - presence)
     if missing:
         raise Fatal(f"model {path}: signature needs {missing}, which the input schema lacks; fix schemas.input")
     if score_output not in signature.structured_outputs:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
 import numpy as np
 import tensorflow as tf
 
 from streamer.features import Enrichment
 from streamer.lifecycle import Serving, entity_buckets, routed
+from streamer.missing import presence_input, raw_column
 from streamer.model import LoadedModel
-from streamer.records import Columns, EventBatch, ScoredBatch
+from streamer.records import Columns, EventBatch, Rejection, Rejections, ScoredBatch, has_id
 
 
 def padded_size(n: int, allowed: tuple[int, ...]) -> int:
@@ -23,9 +27,7 @@ def to_tensors(columns: Columns, inputs: dict[str, tf.DType], size: int) -> dict
     """Signature inputs, padded by repeating the last row so padding holds valid values."""
     tensors = {}
     for name, dtype in inputs.items():
-        column = columns[name]
-        if dtype == tf.string and column.dtype == object:
-            column = np.where(column == None, "", column)  # noqa: E711 - elementwise null test
+        column = raw_column(columns, name, dtype)
         if size > len(column):
             column = np.concatenate([column, np.repeat(column[-1:], size - len(column))])
         tensors[name] = tf.constant(column, dtype=dtype)
@@ -38,6 +40,73 @@ def score(model: LoadedModel, events: EventBatch, allowed_sizes: tuple[int, ...]
     return outputs[model.score_output].numpy()[:n].astype(np.float64)
 
 
+def entity_fields(entity_field: str, model: LoadedModel) -> tuple[str, ...]:
+    """Every input field whose id keys state or routing: `event.missing_entity` covers them all."""
+    return tuple(dict.fromkeys((entity_field, *(f.entity for f in model.spec.entity_features()))))
+
+
+def needed_inputs(serving: Serving) -> dict[str, tf.DType]:
+    """The raw inputs `null_inputs` checks: every signature input, a null allowed only where it has
+    a presence input, and the values aggregates sum, where a null is never allowed."""
+    needed: dict[str, tf.DType] = {}
+    for model in (serving.primary, serving.candidate):
+        needed |= model.inputs if model is not None else {}
+    for feature in serving.primary.spec.entity_features():
+        if feature.of:
+            needed[feature.of] = tf.float64
+            needed.pop(presence_input(feature.of), None)
+    return needed
+
+
+def admit(
+    events: EventBatch,
+    entity_fields: Iterable[str],
+    policy: Literal["defaults", "dead_letter"],
+    needed: Mapping[str, tf.DType],
+) -> tuple[EventBatch, Rejections]:
+    """The events that may go on to the feature stage, and the others with their reasons: a null
+    in a `needed` input, or under `event.missing_entity: dead_letter` a null or empty id in one of
+    `entity_fields`. Under `defaults` those go on, and the feature store serves them defaults
+    without touching any entity's state. Refused before the feature stage, so a refused event
+    never updates an aggregate."""
+    refused = null_inputs(events.columns, needed)
+    if policy == "dead_letter":
+        refused |= missing_entities(events.columns, entity_fields)
+    return (_without(events, refused)[0] if refused else events), refused
+
+
+def missing_entities(columns: Columns, fields: Iterable[str]) -> Rejections:
+    """Rows with a null or empty id in one of `fields`."""
+    refused: Rejections = {}
+    for name in fields:
+        column = columns[name]
+        for row in np.flatnonzero(~has_id(column)).tolist():
+            missing = "null" if column[row] is None else "empty"
+            refused.setdefault(row, Rejection("MissingEntity", f"entity field {name} is {missing}"))
+    return refused
+
+
+def null_inputs(columns: Columns, inputs: Mapping[str, tf.DType]) -> Rejections:
+    """Rows with a null in an input of `columns` that no feature fills (it has no presence input):
+    a placeholder would score every such event alike, silently."""
+    refused: Rejections = {}
+    for name in inputs:
+        column = columns.get(name)
+        if column is None or column.dtype != object or presence_input(name) in inputs:
+            continue
+        for row in np.flatnonzero(column == None).tolist():  # noqa: E711 - elementwise null test
+            reason = f"field {name} is null, and nothing takes a null there (a feature's missing:, never an aggregate)"
+            refused.setdefault(row, Rejection("NullInput", reason))
+    return refused
+
+
+def _without(events: EventBatch, rows: Iterable[int]) -> tuple[EventBatch, np.ndarray]:
+    """`events` without `rows`, and the row in `events` of each one kept."""
+    kept = np.ones(len(events), dtype=bool)
+    kept[list(rows)] = False
+    return events.take(kept), np.flatnonzero(kept)
+
+
 def score_isolating(
     model: LoadedModel, events: EventBatch, allowed_sizes: tuple[int, ...]
 ) -> tuple[np.ndarray, dict[int, str]]:
@@ -48,6 +117,8 @@ def score_isolating(
     2·log2(batch) extra calls and never stalls its partition. A non-finite score is a rejection
     too: it cannot be a verdict. Other TensorFlow errors are not about the data and propagate.
     """
+    if not len(events):  # every event of the batch was refused before the model
+        return np.empty(0), {}
     try:
         scores = score(model, events, allowed_sizes)
     except tf.errors.InvalidArgumentError as exc:
@@ -75,22 +146,38 @@ def score_batch(
     allowed_sizes: tuple[int, ...],
     alert_threshold: float,
     now_ms: int,
-    enrichment: Enrichment | None = None,
-    entity_field: str = "card_id",
-) -> tuple[ScoredBatch, dict[int, str]]:
+    enrichment: Enrichment | None,
+    entity_field: str,
+) -> tuple[ScoredBatch, Rejections]:
     """Score `events` with the entity feature columns of `enrichment` added to their own (the
     ScoredBatch's events carry both). The primary decides, except for entities routed to the
-    canary; the shadow's scores are recorded apart. Rows the model rejects are left out and
-    returned with their reasons, by row of `events`."""
+    canary; the shadow's scores are recorded apart. Rows with a null input or that the model
+    rejects are left out and returned with their reasons, by row of `events`."""
     inputs = events.with_columns(enrichment.columns) if enrichment else events
+    refused = null_inputs(inputs.columns, needed_inputs(serving))  # a swap since `admit` may need more
+    remaining, rows = _without(inputs, refused) if refused else (inputs, np.arange(len(inputs)))
+    degraded = enrichment.degraded if enrichment else False
+    scored, rejected = _decide(serving, remaining, allowed_sizes, alert_threshold, now_ms, degraded, entity_field)
+    return scored, refused | {int(rows[row]): refusal for row, refusal in rejected.items()}
+
+
+def _decide(
+    serving: Serving,
+    inputs: EventBatch,
+    allowed_sizes: tuple[int, ...],
+    alert_threshold: float,
+    now_ms: int,
+    degraded: bool,
+    entity_field: str,
+) -> tuple[ScoredBatch, Rejections]:
     n = len(inputs)
     scores = np.empty(n)
     versions = np.full(n, serving.primary.version, dtype=np.int64)
-    rejected: dict[int, str] = {}
+    reasons: dict[int, str] = {}
     shadow_scores = None
     candidate = serving.candidate
     if candidate is None:
-        scores, rejected = score_isolating(serving.primary, inputs, allowed_sizes)
+        scores, reasons = score_isolating(serving.primary, inputs, allowed_sizes)
     else:
         buckets = entity_buckets(inputs.columns[entity_field])
         canary = routed(buckets, serving.canary_share)
@@ -98,11 +185,12 @@ def score_batch(
             if len(rows):
                 part, refused = score_isolating(model, inputs.take(rows), allowed_sizes)
                 scores[rows], versions[rows] = part, model.version
-                rejected |= {int(rows[row]): reason for row, reason in refused.items()}
+                reasons |= {int(rows[row]): reason for row, reason in refused.items()}
         shadowed = np.flatnonzero(routed(buckets, serving.shadow_share))
         if len(shadowed):
             shadow_scores = np.full(n, np.nan)  # NaN: not shadowed, or the candidate refused it
             shadow_scores[shadowed] = score_isolating(candidate, inputs.take(shadowed), allowed_sizes)[0]
+    rejected = {row: Rejection("ModelRejected", reason) for row, reason in reasons.items()}
     if rejected:
         accepted = np.ones(n, dtype=bool)
         accepted[list(rejected)] = False
@@ -115,7 +203,7 @@ def score_batch(
         serving.primary.name,
         versions,
         now_ms,
-        enrichment.degraded if enrichment else False,
+        degraded,
         shadow_scores,
         None if shadow_scores is None or candidate is None else candidate.version,
     )

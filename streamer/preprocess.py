@@ -1,6 +1,6 @@
 """Preprocessing defined once (TF Transform style): a feature spec, one analyze pass, one graph.
 
-    spec = FeatureSpec.load("configs/features/fraud.yaml")
+    spec = FeatureSpec.load("configs/features/<model>.yaml")
     analysis = analyze(spec, input_fields, batches_of_columns)   # constants + drift baseline
     preprocessor = Preprocessor(spec, analysis, vocab_dir)       # a tf.Module
     dataset.map(preprocessor)                                    # training
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from streamer.drift import TOP_VALUES, FeatureBaseline, bin_numeric, numeric_edges
 from streamer.errors import Fatal
+from streamer.missing import Fill, FillValue, as_floats, check_fill, fill_tensor, presence_input, raw_column
 
 MILLIS_PER_HOUR = 3_600_000
 MILLIS_PER_DAY = 86_400_000
@@ -47,10 +48,20 @@ class _Feature(BaseModel):
 
     name: str = Field(description="Name of the transformed feature (the model's input).")
     source: str | None = Field(None, description="Raw column it is computed from; defaults to `name`.")
+    missing: Fill | None = Field(
+        None, description="What a null becomes (streamer.missing); unset, a null is a dead letter."
+    )
 
     @property
     def column(self) -> str:
         return self.source or self.name
+
+    @model_validator(mode="after")
+    def _fill_fits(self) -> _Feature:
+        if self.missing is not None:
+            kind = str(getattr(self, "kind"))  # noqa: B009 - each subclass declares its own
+            check_fill(kind, self.missing, getattr(self, "encoding", None) == "index")
+        return self
 
 
 class Numeric(_Feature):
@@ -107,10 +118,10 @@ class Entity(_Feature):
     The model sees the value as it was *before* the event being scored."""
 
     kind: Literal["entity"]
-    entity: str = Field(description="Input field holding the entity id, e.g. card_id.")
+    entity: str = Field(description="Input field holding the entity id, e.g. user_id.")
     default: float = Field(0.0, description="Used when the cache has no value or is unreachable.")
     standardize: bool = Field(True, description="(x - mean) / std with training constants.")
-    key: str | None = Field(None, description="stored: Redis hash key template, e.g. 'profile:card:{id}'.")
+    key: str | None = Field(None, description="stored: Redis hash key template, e.g. 'profile:user:{id}'.")
     field: str | None = Field(None, description="stored: the hash field; defaults to the feature name.")
     aggregate: AggregateOp | None = Field(None, description="An aggregate the worker maintains.")
     of: str | None = Field(None, description="aggregate: the numeric input field summed / averaged / maxed.")
@@ -165,6 +176,13 @@ class FeatureSpec:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise Fatal(f"{origin}: feature names must be unique; repeated: {duplicated}")
+        filled = {f.column for f in features if f.missing is not None}
+        for feature in features:
+            if feature.column in filled and feature.missing is None and not isinstance(feature, Entity):
+                raise Fatal(
+                    f"{origin}: feature {feature.name!r}: another feature fills nulls of {feature.column!r}; "
+                    "declare `missing:` here too, so no feature reads the placeholder"
+                )
         return cls(tuple(features))
 
     @classmethod
@@ -200,6 +218,8 @@ class FeatureSpec:
             if dtype not in expected:
                 raise Fatal(f"feature {feature.name!r}: field {feature.column!r} is {avro_type}, not {feature.kind}")
             columns[feature.column] = dtype
+            if feature.missing is not None:
+                columns[presence_input(feature.column)] = tf.bool
         return columns
 
     def entity_features(self) -> tuple[Entity, ...]:
@@ -213,6 +233,7 @@ class Analysis:
     moments: dict[str, tuple[float, float]] = field(default_factory=dict)
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
     boundaries: dict[str, list[float]] = field(default_factory=dict)
+    fills: dict[str, FillValue] = field(default_factory=dict)  # by feature: what its nulls become
     baseline: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,12 +286,15 @@ def analyze(spec: FeatureSpec, batches: Iterable[Mapping[str, np.ndarray]], seed
 
     The drift baseline holds, per raw column, fixed bins and their training counts: numeric
     columns use quantile edges (plus under/overflow when live data exceeds them), categorical
-    columns their vocabulary (plus OOV). Missing or non-finite values are counted apart.
+    columns their vocabulary (plus OOV). Missing or non-finite values are counted apart. Fills
+    are learned from the non-null raw values, and scaling constants from the non-null values
+    too: a fill adds no weight to them.
     """
     rng = np.random.default_rng(seed)
     numeric: dict[str, _NumericStats] = {}
     raw_numeric: dict[str, _NumericStats] = {}
     categories: dict[str, Counter[str]] = {}
+    flags: dict[str, Counter[bool]] = {}
     for batch in batches:
         seen_columns: set[str] = set()
         for feature in spec.features:
@@ -280,11 +304,15 @@ def analyze(spec: FeatureSpec, batches: Iterable[Mapping[str, np.ndarray]], seed
                     continue  # entity values may be absent from training data: defaults apply
                 raise Fatal(f"analyze: training data has no column {feature.column!r} for feature {feature.name!r}")
             if isinstance(feature, Numeric | Entity):
-                scaled_input = before_scaling(feature, values).numpy().astype(np.float64)
+                floats = as_floats(values)
+                scaled_input = before_scaling(feature, floats).numpy().astype(np.float64)
                 numeric.setdefault(feature.name, _NumericStats(rng)).add(scaled_input)
                 if feature.column not in seen_columns:
-                    raw_numeric.setdefault(feature.column, _NumericStats(rng)).add(values.astype(np.float64))
+                    raw_numeric.setdefault(feature.column, _NumericStats(rng)).add(floats)
                     seen_columns.add(feature.column)
+            elif isinstance(feature, Flag) and feature.missing is not None:
+                present = values[values != None] if values.dtype == object else values  # noqa: E711
+                flags.setdefault(feature.column, Counter()).update(present.astype(bool).tolist())
             elif isinstance(feature, Categorical):
                 counter = categories.setdefault(feature.column, Counter())
                 column = np.asarray(values)
@@ -309,8 +337,38 @@ def analyze(spec: FeatureSpec, batches: Iterable[Mapping[str, np.ndarray]], seed
             counter = categories[feature.column]
             ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[: feature.top_k]
             analysis.vocabularies[feature.name] = [value for value, _ in ranked]
+        if feature.missing is not None:
+            analysis.fills[feature.name] = _learned_fill(feature, raw_numeric, categories, flags)
     analysis.baseline = _baseline(raw_numeric, categories)
     return analysis
+
+
+def _learned_fill(
+    feature: Feature,
+    numeric: Mapping[str, _NumericStats],
+    categories: Mapping[str, Counter[str]],
+    flags: Mapping[str, Counter[bool]],
+) -> FillValue:
+    """The value a null of `feature` becomes: declared, or learned from the non-null raw values."""
+    assert feature.missing is not None
+    how = feature.missing.fill
+    if how == "constant":
+        assert feature.missing.value is not None
+        return feature.missing.value
+    column = feature.column
+    if isinstance(feature, Numeric) and numeric[column].count:
+        stats = numeric[column]
+        if how == "mean":
+            return stats.total / stats.count
+        if how == "median":
+            return float(np.median(stats.sample))
+        values, counts = np.unique(stats.sample, return_counts=True)
+        return float(values[counts.argmax()])  # the smallest of equally frequent values
+    counter: Counter[Any] = (flags if isinstance(feature, Flag) else categories).get(column, Counter())
+    ranked = sorted(((n, v) for v, n in counter.items() if v != MISSING), key=lambda nv: (-nv[0], str(nv[1])))
+    if not ranked:
+        raise Fatal(f"analyze: feature {feature.name!r}: no non-null training values to learn its {how} from")
+    return ranked[0][1]
 
 
 def _baseline(numeric: Mapping[str, _NumericStats], categories: Mapping[str, Counter[str]]) -> dict[str, Any]:
@@ -358,14 +416,15 @@ class Preprocessor(tf.Module):
                 self.tables[feature.name] = tf.lookup.StaticVocabularyTable(initializer, feature.oov_buckets)
 
     def width(self, feature: Feature) -> int:
-        """Columns this feature contributes to `dense`."""
+        """Columns this feature contributes to `dense`, its missing indicator included."""
+        indicator = 1 if feature.missing is not None and feature.missing.indicator else 0
         if isinstance(feature, Numeric) and feature.bucketize:
-            return len(self.analysis.boundaries[feature.name]) + 1
+            return len(self.analysis.boundaries[feature.name]) + 1 + indicator
         if isinstance(feature, Categorical):
             if feature.encoding == "index":
                 return 1
-            return self.categories(feature)
-        return 2 if isinstance(feature, Timestamp) else 1
+            return self.categories(feature) + indicator
+        return (2 if isinstance(feature, Timestamp) else 1) + indicator
 
     def categories(self, feature: Categorical) -> int:
         """Distinct ids a categorical feature can take (vocabulary + OOV buckets, or hash buckets)."""
@@ -374,7 +433,22 @@ class Preprocessor(tf.Module):
         return len(self.analysis.vocabularies[feature.name]) + feature.oov_buckets
 
     def __call__(self, columns: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {feature.name: self._transform(feature, columns[feature.column]) for feature in self.spec.features}
+        return {feature.name: self._filled(feature, columns) for feature in self.spec.features}
+
+    def _filled(self, feature: Feature, columns: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The feature, its nulls filled first (numbers as float32, so a learned mean of an int
+        column stays whole); then its missing indicator as a last column."""
+        x = columns[feature.column]
+        if feature.missing is None:
+            return self._transform(feature, x)
+        missing = columns[presence_input(feature.column)]
+        if isinstance(feature, Numeric):
+            x = tf.cast(x, tf.float32)
+        x = tf.where(missing, fill_tensor(self.analysis.fills[feature.name], x), x)
+        y = self._transform(feature, x)
+        if not feature.missing.indicator:
+            return y
+        return tf.concat([tf.cast(y, tf.float32), tf.cast(missing, tf.float32)[:, None]], axis=1)
 
     def dense(self, columns: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """All features side by side as one float32 matrix, for a plain Dense network."""
@@ -426,7 +500,8 @@ def batches_of(columns: Mapping[str, np.ndarray], size: int) -> Iterator[dict[st
 
 
 def raw_tensors(columns: Mapping[str, np.ndarray], raw_columns: Mapping[str, tf.DType]) -> dict[str, tf.Tensor]:
-    return {name: tf.constant(columns[name], dtype) for name, dtype in raw_columns.items()}
+    """Training columns (nulls as None) as the signature's inputs, the same way serving makes them."""
+    return {name: tf.constant(raw_column(columns, name, dtype), dtype) for name, dtype in raw_columns.items()}
 
 
 def training_dataset(

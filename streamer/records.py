@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,6 +15,14 @@ RecordHeaders = list[tuple[str, bytes | None]]  # as librdkafka hands them over
 def now_ms() -> int:
     """Wall-clock milliseconds, the unit of Avro timestamp-millis fields."""
     return time.time_ns() // 1_000_000
+
+
+def has_id(column: np.ndarray) -> np.ndarray:
+    """Rows whose id is neither null nor empty, the only ids that may key state: every null
+    would otherwise share one key (`…:{None}`), and every empty id another."""
+    if column.dtype != object:
+        return np.ones(len(column), dtype=bool)  # a numeric id is always there
+    return np.asarray((column != None) & (column != ""), dtype=bool)  # noqa: E711 - elementwise null test
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,16 @@ class RawBatch:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+class Rejection(NamedTuple):
+    """Why one decoded event is not scored: the dead letter's error class and message."""
+
+    error_class: str
+    reason: str
+
+
+Rejections = dict[int, Rejection]  # by row of the batch they refuse
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,13 @@ class EventBatch:
             values,
             headers,
         )
+
+    def dead_letter(self, row: int, topic: str, refusal: Rejection) -> DeadLetter:
+        """One row refused after decoding, with its input bytes and the reason."""
+        value = None if self.values is None else self.values[row]
+        headers = None if self.headers is None else self.headers[row]
+        partition, offset = int(self.partitions[row]), int(self.offsets[row])
+        return DeadLetter(topic, partition, offset, self.keys[row], value, *refusal, headers)
 
     @staticmethod
     def concat(batches: list[EventBatch]) -> EventBatch:

@@ -155,9 +155,6 @@ class ModelSettings(Section):
     signature: str = Field("serving_default", description="Signature called per batch.")
     score_output: str = Field("score", description="Signature output used as the score.")
     alert_threshold: float = Field(0.9, ge=0, le=1, description="Score at which an alert fires.")
-    entity_field: str = Field("card_id", description="Input field the score is about.")
-    key_field: str = Field("event_id", description="Input field copied as the event id.")
-    time_field: str = Field("event_time", description="Input field holding event time (ms).")
 
     @property
     def rolling_out(self) -> bool:
@@ -187,6 +184,33 @@ class ModelSettings(Section):
         if self.policy == "list" and outside:
             raise ValueError(f"policy list: version {outside[0]} is not in model.versions {list(self.versions)}")
         return self
+
+
+class EventSettings(Section):
+    """The input fields the worker itself reads (the model reads its own); each is checked against
+    the input schema at start (`streamer.contract`)."""
+
+    id_field: str = Field("event_id", description="Copied as the scored record's event_id: a non-null string.")
+    time_field: str = Field(
+        "event_time", description="Event time in ms since the epoch: a non-null long (timestamp-millis or plain)."
+    )
+    entity_field: str = Field(
+        description="The entity the score is about: a string, nullable or not. Written as entity_id; canary "
+        "and shadow shares are sticky by it."
+    )
+    missing_entity: Literal["defaults", "dead_letter"] = Field(
+        "dead_letter",
+        description="An event whose entity_field, or the entity of an entity feature, is null or empty: "
+        "dead_letter it with the reason, or score it with that entity's declared feature defaults and no "
+        "aggregate update (no entity shares state with another); defaults needs a nullable entity_id in "
+        "the scored schema when entity_field is nullable.",
+    )
+
+
+class OutputSettings(Section):
+    pass_through: tuple[str, ...] = Field(
+        (), description="Input fields copied into every scored record by name, with their input types."
+    )
 
 
 class DeliverySettings(Section):
@@ -267,6 +291,8 @@ class Settings(Section):
     schemas: SchemaSettings
     batching: BatchingSettings = BatchingSettings()
     model: ModelSettings
+    event: EventSettings
+    outputs: OutputSettings = OutputSettings()
     delivery: DeliverySettings = DeliverySettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
     metrics: MetricsSettings = MetricsSettings()

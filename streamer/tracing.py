@@ -4,8 +4,8 @@ An input record's `traceparent`/`tracestate` headers name the span that produced
 gets one span of its own (a new trace: a batch mixes many traces), linked to the first
 `MAX_LINKS` event contexts it holds, with its stages as span events. Each traced event gets a
 short child span that continues its trace, and that span's context goes into the headers of its
-scored, alert and dead-letter records, so a fraud decision can be followed from the payment
-service to case management. Outputs of untraced events carry the batch span's context.
+scored, alert and dead-letter records, so a decision can be followed from the upstream
+service to whatever acts on it. Outputs of untraced events carry the batch span's context.
 
 Off unless the standard OTEL_* environment asks for an exporter (see `enabled_by`); off, the
 worker never reads input headers and every call here returns at its first line, so the cost is a

@@ -24,7 +24,8 @@ import numpy as np
 
 from streamer import pipeline
 from streamer.batcher import MicroBatcher
-from streamer.codec import AvroCodec, input_codec, scored_columns
+from streamer.codec import AvroCodec, input_codec
+from streamer.contract import check_entity_features, check_event_contract
 from streamer.dead_letters import DeadLetterWriter
 from streamer.device import label as device_label
 from streamer.device import serving_device
@@ -39,8 +40,9 @@ from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
+from streamer.outputs import Outputs
 from streamer.preprocess import Entity
-from streamer.records import DeadLetter, EventBatch, now_ms
+from streamer.records import DeadLetter, EventBatch, Rejection, now_ms
 from streamer.settings import ModelSettings, Settings
 from streamer.tracing import Tracing
 
@@ -89,7 +91,9 @@ class Worker:
         self.config_path = config_path
         self.clock = clock
         self.input_codec = input_codec(settings)
-        self.scored_codec = AvroCodec(settings.schemas.scored)
+        self.outputs = Outputs(settings, self.input_codec)
+        check_event_contract(settings.event, self.input_codec, self.outputs.scored_codec)
+        self.outputs.check()
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
@@ -120,6 +124,7 @@ class Worker:
         )
         self.lifecycle: ModelLifecycle | None = None
         self._entity_features: tuple[Entity, ...] | None = None
+        self._entity_fields: tuple[str, ...] = ()  # every id that keys state: event.missing_entity applies
         self.device = "/CPU:0"
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
@@ -152,10 +157,11 @@ class Worker:
             lambda version, reason: self.metrics.model_refused.inc(),
         )
         model = self.lifecycle.start().primary
-        self.features = FeatureStore(
-            self.settings.features, model.spec, self.metrics, self.settings.model.time_field, self.clock
-        )
+        event = self.settings.event
+        self._entity_fields = pipeline.entity_fields(event.entity_field, model)
+        self.features = FeatureStore(self.settings.features, model.spec, self.metrics, event.time_field, self.clock)
         self.features.check_schema(self.input_codec.field_types)
+        check_entity_features(model.spec, self.input_codec)
         self.features.start()
         if self.settings.drift.enabled:
             self.drift = self._drift_tap(model)
@@ -294,8 +300,15 @@ class Worker:
         if len(raw):
             self.metrics.events_consumed.inc(len(raw))
             with self.metrics.time_stage("decode"):
-                events, dead = self.input_codec.decode(raw)
-            self._dead_letter(dead)
+                decoded, dead = self.input_codec.decode(raw)
+                assert self.lifecycle is not None and self.lifecycle.serving is not None
+                events, refused = pipeline.admit(
+                    decoded,
+                    self._entity_fields,
+                    self.settings.event.missing_entity,
+                    pipeline.needed_inputs(self.lifecycle.serving),
+                )
+            self._dead_letter(dead + self.input_codec.dead_letters(decoded, refused, self.settings.topics.input))
             self.batcher.add(events, waiting_since)
         elif self.drift is not None and not len(self.batcher):
             self.drift.idle()
@@ -388,19 +401,18 @@ class Worker:
                 settings.model.alert_threshold,
                 now_ms(),
                 enrichment,
-                settings.model.entity_field,
+                settings.event.entity_field,
             )
         traced.stage("infer")
         if rejected:
-            self._dead_letter([self._rejected(events, row, reason) for row, reason in sorted(rejected.items())])
+            self._dead_letter(self.input_codec.dead_letters(events, rejected, settings.topics.input))
             events = scored.events
+        time_field = settings.event.time_field
         if self.drift is not None:
             with metrics.time_stage("drift"):
-                self.drift.observe(scored.events.columns, scored.scores, events.columns[settings.model.time_field])
+                self.drift.observe(scored.events.columns, scored.scores, events.columns[time_field])
         with metrics.time_stage("encode"):
-            model = settings.model
-            columns = scored_columns(scored, model.key_field, model.entity_field, model.time_field)
-            values = self.scored_codec.encode_columns(columns, len(scored.events))
+            values = self.outputs.encode_scored(scored)
         traced.stage("encode")
         with metrics.time_stage("produce"):
             scored_topic, alerts_topic = settings.topics.scored, settings.topics.alerts
@@ -425,15 +437,7 @@ class Worker:
         if self._swapped_after is not None:
             metrics.model_swap_gap.set(self._last_batch_end - self._swapped_after)
             self._swapped_after = None
-        metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[model.time_field]) / 1000)
-
-    def _rejected(self, events: EventBatch, row: int, reason: str, error_class: str = "ModelRejected") -> DeadLetter:
-        value = None if events.values is None else events.values[row]
-        partition, offset = int(events.partitions[row]), int(events.offsets[row])
-        headers = None if events.headers is None else events.headers[row]
-        return DeadLetter(
-            self.settings.topics.input, partition, offset, events.keys[row], value, error_class, reason, headers
-        )
+        metrics.end_to_end_seconds.observe_many((scored.scored_at_ms - events.columns[time_field]) / 1000)
 
     def _refused_output(self, topic: str, events: EventBatch, values: list[bytes], row: int) -> DeadLetter:
         """An event whose scored record is larger than `topic` takes: dead-lettered, not lost."""
@@ -441,7 +445,7 @@ class Worker:
         reason = (
             f"its scored record ({len(values[row])} bytes) is larger than {topic} accepts ({self.sink.limits[topic]})"
         )
-        return self._rejected(events, row, reason, "OutputRefused")
+        return events.dead_letter(row, self.settings.topics.input, Rejection("OutputRefused", reason))
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead:

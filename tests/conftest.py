@@ -16,6 +16,19 @@ SCHEMAS = ROOT / "schemas"
 FEATURE_SPEC = ROOT / "configs" / "features" / "fraud.yaml"
 
 
+def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
+    """schemas/payment.avsc with `fields` made ["null", T], as a user's real data often has them."""
+    import json
+
+    declared = json.loads((SCHEMAS / "payment.avsc").read_text())
+    for field in declared["fields"]:
+        if field["name"] in fields:
+            field["type"], field["default"] = ["null", field["type"]], None
+    path = folder / "nullable_payment.avsc"
+    path.write_text(json.dumps(declared))
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo fraud model package trained on few events: tests need its shape, not its skill."""
@@ -24,6 +37,72 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("models") / "fraud"
     train_demo_model(base, FEATURE_SPEC, SCHEMAS / "payment.avsc", version=1, events=4000)
     return base
+
+
+FILLED_FIELDS = ("amount", "customer_tenure_days", "country", "card_present", "merchant_id")
+FILLING_SPEC = {
+    "features": [
+        {
+            "name": "amount_log",
+            "source": "amount",
+            "kind": "numeric",
+            "clip": [0, 1e5],
+            "log1p": True,
+            "missing": {"fill": "median", "indicator": True},
+        },
+        {
+            "name": "tenure",
+            "source": "customer_tenure_days",
+            "kind": "numeric",
+            "clip": [0, 3650],
+            "missing": {"fill": "mean"},
+        },
+        {"name": "country", "kind": "categorical", "top_k": 8, "missing": {"fill": "mode", "indicator": True}},
+        {
+            "name": "merchant",
+            "source": "merchant_id",
+            "kind": "categorical",
+            "hash_buckets": 16,
+            "missing": {"fill": "constant", "value": "?"},
+        },
+        {"name": "card_present", "kind": "flag", "missing": {"fill": "mode"}},
+        {"name": "hour", "source": "event_time", "kind": "timestamp", "part": "hour"},
+        {"name": "card_count", "kind": "entity", "entity": "card_id", "aggregate": "count", "half_life_s": 3600},
+        {"name": "card_since", "kind": "entity", "entity": "card_id", "aggregate": "since_last", "default": 86400},
+    ]
+}
+
+
+@pytest.fixture(scope="session")
+def filling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package whose spec fills the nulls of FILLED_FIELDS, trained with the public API on
+    payments where a fifth of those values are null."""
+    import keras
+    import numpy as np
+
+    from streamer.codec import AvroCodec
+    from streamer.demo import synth_payments
+    from streamer.features import replay_aggregates
+    from streamer.model import export_package
+    from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
+
+    folder = tmp_path_factory.mktemp("filling")
+    keras.utils.set_random_seed(5)
+    spec = FeatureSpec.from_dict(FILLING_SPEC)
+    raw = spec.raw_columns(AvroCodec(nullable_payments(folder, FILLED_FIELDS)).field_types)
+    rng = np.random.default_rng(5)
+    columns, labels = synth_payments(3000, rng)
+    for name in FILLED_FIELDS:
+        columns[name] = columns[name].astype(object)
+        columns[name][rng.random(3000) < 0.2] = None
+    columns |= replay_aggregates(spec.entity_features(), columns, "event_time")
+    pre = Preprocessor(spec, analyze(spec, batches_of(columns, 1000)), folder / "vocabularies")
+    width = sum(pre.width(f) for f in spec.features)
+    network = keras.Sequential([keras.Input((width,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1, "sigmoid")])
+    network.compile("adam", "binary_crossentropy")
+    network.fit(training_dataset(pre, raw, columns, labels), epochs=1, verbose=0, shuffle=False)
+    export_package(folder / "filling", 1, pre, network, raw, holdout=columns)
+    return folder / "filling"
 
 
 STRICT_MAX_AMOUNT = 1e6  # the strict model refuses larger amounts, as a graph validating its input would

@@ -174,6 +174,7 @@ def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> Sett
                 "drift": str(SCHEMAS / "drift_report.avsc"),
             },
             "model": {"path": str(demo_model), "alert_threshold": 0.1},
+            "event": {"entity_field": "card_id"},
             "delivery": {"commit_interval_ms": 200},
             "features": {"url": shared_redis_url, "key_prefix": f"t-{run}"},
             "metrics": {"port": 0},

@@ -182,3 +182,13 @@ def test_demo_command_reports_every_event(make_settings: SettingsFactory, tmp_pa
     assert process.returncode == 0, process.stderr[-2000:]
     assert "events scored:    2000 (duplicates: 0)" in process.stdout
     assert time.monotonic() - started < 180
+
+
+def test_a_mistyped_event_field_stops_run_before_it_joins_the_group(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    config = write_config(settings, tmp_path / "c.yaml", event__time_field="amount")
+    line = fails_with(config)
+    assert line.startswith("streamer: event.time_field: field 'amount' of ") and "not a non-null long" in line
+    assert committed_offsets(settings) == {p: -1001 for p in range(settings.topics.partitions)}  # never joined

@@ -38,7 +38,7 @@ def test_streamed_and_offline_scores_are_identical(make_settings: SettingsFactor
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"scored {EVENTS} events" in done.stdout
+    assert f"read {EVENTS} events: scored {EVENTS} into {scored_file}" in done.stdout
     offline_columns = next(codec.read_container(scored_file, EVENTS))
     offline = dict(zip(offline_columns["event_id"], offline_columns["score"], strict=True))
     assert offline_columns["source_offset"].tolist() == list(range(EVENTS))

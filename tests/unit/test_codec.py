@@ -14,7 +14,7 @@ from streamer.codec import AvroCodec, WriterSchemas
 from streamer.demo import rows_of, synth_payments
 from streamer.errors import Fatal
 from streamer.records import RawBatch
-from tests.conftest import SCHEMAS
+from tests.conftest import SCHEMAS, nullable_payments
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +307,19 @@ def test_random_schemas_and_damaged_records_read_as_fastavro_reads_them(tmp_path
                 value += bytes([rng.randrange(256)])
             values.append(value)
         _same_outcome(fast, reference, values)
+
+
+def test_a_nullable_double_keeps_its_nulls_and_dead_letters_non_finite_values(tmp_path: Path) -> None:
+    codec = AvroCodec(nullable_payments(tmp_path, ("amount",)))
+    columns, _ = synth_payments(4, np.random.default_rng(1))
+    rows = rows_of(columns)
+    for row, amount in zip(rows, [None, math.nan, -math.inf, 12.5], strict=True):
+        row["amount"] = amount
+
+    events, dead = codec.decode(raw(codec.encode(rows)))
+
+    assert events.columns["amount"].tolist() == [None, 12.5]
+    assert sorted(letter.error_message for letter in dead) == [
+        "field amount is -inf; finite numbers only",
+        "field amount is nan; finite numbers only",
+    ]

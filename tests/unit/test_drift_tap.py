@@ -30,6 +30,7 @@ def test_a_shifted_window_sets_the_gauges_and_writes_tensorboard_scalars(tmp_pat
                 for name, file in (("input", "payment"), ("scored", "scored_payment"), ("dlq", "dlq_record"))
             },
             "model": {"path": str(tmp_path)},
+            "event": {"entity_field": "card_id"},
             "drift": {"window": "count", "window_events": 5000, "tensorboard_dir": str(tmp_path / "tb")},
         }
     )

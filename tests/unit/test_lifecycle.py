@@ -39,6 +39,7 @@ def write_config(path: Path, model: dict[str, object]) -> Path:
         "schemas": {k: str(SCHEMAS / f) for k, f in (("input", "payment.avsc"), ("scored", "scored_payment.avsc"))}
         | {"dlq": str(SCHEMAS / "dlq_record.avsc")},
         "model": model,
+        "event": {"entity_field": "card_id"},
     }
     path.write_text(yaml.safe_dump(tree))
     return path

@@ -8,8 +8,8 @@ from streamer.demo import synth_payments
 from streamer.features import replay_aggregates
 from streamer.lifecycle import Serving
 from streamer.model import load_model
-from streamer.pipeline import padded_size, score, score_batch, to_tensors
-from streamer.records import EventBatch
+from streamer.pipeline import admit, padded_size, score, score_batch, to_tensors
+from streamer.records import EventBatch, Rejection
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS, STRICT_MAX_AMOUNT, STRICT_NAN_AMOUNT
 
@@ -49,12 +49,75 @@ def test_rejected_rows_are_isolated_and_the_rest_scored_as_alone(strict_model: P
     columns["amount"][299] = STRICT_NAN_AMOUNT
     events = EventBatch(columns, np.zeros(300, np.int32), np.arange(300, dtype=np.int64), [None] * 300)
 
-    scored, rejected = score_batch(Serving(model), events, (64, 256), 0.5, 0)
+    scored, rejected = score_batch(Serving(model), events, (64, 256), 0.5, 0, None, "card_id")
 
     assert sorted(rejected) == [7, 150, 151, 299]
-    assert all("amount out of range" in rejected[row] for row in (7, 150, 151)), rejected
-    assert "must be finite" in rejected[299]
+    assert all("amount out of range" in rejected[row].reason for row in (7, 150, 151)), rejected
+    assert "must be finite" in rejected[299].reason
+    assert {refusal.error_class for refusal in rejected.values()} == {"ModelRejected"}
     kept = np.setdiff1d(np.arange(300), [7, 150, 151, 299])
     assert scored.events.offsets.tolist() == kept.tolist()
     alone = score(model, events.take(kept), (64, 256))
     np.testing.assert_allclose(scored.scores, alone, atol=1e-6)
+
+
+def test_admit_refuses_missing_entities_under_dead_letter_and_null_inputs_always() -> None:
+    columns = {
+        "card": np.array(["a", None, "", "b", "c"], dtype=object),
+        "shop": np.array(["s", "s", "s", None, "s"], dtype=object),
+        "amount": np.array([1.0, 2.0, None, 4.0, None], dtype=object),
+    }
+    events = EventBatch(columns, np.zeros(5, np.int32), np.arange(5, dtype=np.int64), [None] * 5)
+    needed = {"amount": tf.float64, "score_me": tf.float32}  # an entity feature: not a raw column
+
+    kept, refused = admit(events, ("card", "shop"), "dead_letter", needed)
+
+    assert kept.offsets.tolist() == [0]
+    assert refused == {
+        1: Rejection("MissingEntity", "entity field card is null"),
+        2: Rejection("MissingEntity", "entity field card is empty"),
+        3: Rejection("MissingEntity", "entity field shop is null"),
+        4: Rejection(
+            "NullInput",
+            "field amount is null, and nothing takes a null there (a feature's missing:, never an aggregate)",
+        ),
+    }
+    kept, refused = admit(events, ("card", "shop"), "defaults", needed)
+    assert kept.offsets.tolist() == [0, 1, 3] and sorted(refused) == [2, 4]
+
+
+def test_a_null_numeric_input_is_refused_and_the_rest_scored(demo_model: Path) -> None:
+    fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
+    model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
+    columns, _ = synth_payments(40, np.random.default_rng(8))
+    columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
+    amounts = columns["amount"].astype(object)  # as a ["null", "double"] field decodes
+    amounts[[5, 6]] = None
+    events = EventBatch(
+        {**columns, "amount": amounts}, np.zeros(40, np.int32), np.arange(40, dtype=np.int64), [None] * 40
+    )
+
+    scored, rejected = score_batch(Serving(model), events, (64,), 0.5, 0, None, "card_id")
+
+    assert rejected == {
+        row: Rejection(
+            "NullInput",
+            "field amount is null, and nothing takes a null there (a feature's missing:, never an aggregate)",
+        )
+        for row in (5, 6)
+    }
+    kept = np.setdiff1d(np.arange(40), [5, 6])
+    alone = score(model, EventBatch(columns, events.partitions, events.offsets, events.keys).take(kept), (64,))
+    np.testing.assert_array_equal(scored.scores, alone)
+
+
+def test_a_batch_refused_whole_scores_nothing(demo_model: Path) -> None:
+    fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
+    model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
+    columns, _ = synth_payments(2, np.random.default_rng(9))
+    columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
+    events = EventBatch(
+        {**columns, "amount": np.array([None, None], dtype=object)}, np.zeros(2, np.int32), np.arange(2), [None] * 2
+    )
+    scored, rejected = score_batch(Serving(model), events, (64,), 0.5, 0, None, "card_id")
+    assert sorted(rejected) == [0, 1] and len(scored.events) == 0

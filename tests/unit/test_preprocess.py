@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from streamer.errors import Fatal
 from streamer.model import TRANSFORM_SIGNATURE, export_package, load_model
+from streamer.pipeline import score
 from streamer.preprocess import (
     Categorical,
     FeatureSpec,
@@ -16,6 +17,7 @@ from streamer.preprocess import (
     raw_tensors,
     training_dataset,
 )
+from streamer.records import EventBatch
 from streamer.settings import ModelSettings
 
 FIELDS = {"amount": "double", "country": "string", "ts": "long", "present": "boolean", "n": "int"}
@@ -102,6 +104,21 @@ def test_weekday_and_hour_of_a_known_time(tmp_path: Path) -> None:
     np.testing.assert_allclose(out["h"].numpy(), [[1.0, 0.0]], atol=1e-6)  # quarter turn
 
 
+def trained(
+    spec: FeatureSpec, raw: dict[str, tf.DType], columns: dict[str, np.ndarray], labels: np.ndarray, folder: Path
+) -> tuple[Preprocessor, keras.Model, tf.Tensor, np.ndarray]:
+    """A small network trained through `training_dataset`; its features and scores of every row
+    as training computes them."""
+    pre = Preprocessor(spec, analyze(spec, batches_of(columns, 100)), folder / "vocab")
+    width = sum(pre.width(f) for f in spec.features)
+    network = keras.Sequential([keras.Input((width,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1, "sigmoid")])
+    network.compile("adam", "binary_crossentropy")
+    network.fit(training_dataset(pre, raw, columns, labels, batch_size=64), epochs=1, verbose=0, shuffle=False)
+    n = len(labels)
+    features, _ = next(iter(training_dataset(pre, raw, columns, labels, batch_size=n, shuffle_seed=None)))
+    return pre, network, features, tf.function(lambda x: network(x, training=False))(features).numpy().ravel()
+
+
 def test_training_path_and_exported_signature_agree(tmp_path: Path) -> None:
     """Train/serve parity: tf.data + preprocessing + network against the SavedModel signature."""
     spec = spec_of(
@@ -123,14 +140,7 @@ def test_training_path_and_exported_signature_agree(tmp_path: Path) -> None:
     }
     labels = (rng.random(n) < 0.3).astype(np.float32)
     raw = spec.raw_columns(FIELDS)
-    pre = Preprocessor(spec, analyze(spec, batches_of(columns, 100)), tmp_path / "vocab")
-    width = sum(pre.width(f) for f in spec.features)
-    network = keras.Sequential([keras.Input((width,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1, "sigmoid")])
-    network.compile("adam", "binary_crossentropy")
-    network.fit(training_dataset(pre, raw, columns, labels, batch_size=64), epochs=1, verbose=0, shuffle=False)
-
-    features, _ = next(iter(training_dataset(pre, raw, columns, labels, batch_size=n, shuffle_seed=None)))
-    training_scores = tf.function(lambda x: network(x, training=False))(features).numpy().ravel()
+    pre, network, features, training_scores = trained(spec, raw, columns, labels, tmp_path)
     export_package(tmp_path / "m", 1, pre, network, raw)
     model = load_model(ModelSettings(path=tmp_path / "m"), FIELDS)
     loaded = model.module.signatures[TRANSFORM_SIGNATURE]  # type: ignore[attr-defined]
@@ -141,3 +151,132 @@ def test_training_path_and_exported_signature_agree(tmp_path: Path) -> None:
     # serving graph's, and would differ in the last float32 bit.
     serving_scores = model.signature(**raw_tensors(columns, raw))["score"].numpy()
     np.testing.assert_array_equal(serving_scores, training_scores)
+
+
+NULLABLE = {
+    "amount": ["null", "double"],
+    "country": ["null", "string"],
+    "n": ["null", "int"],
+    "present": ["null", "boolean"],
+    "ts": "long",
+}
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ({"name": "amount", "kind": "numeric", "missing": {"fill": "constant"}}, "fill constant needs `value`"),
+        ({"name": "amount", "kind": "numeric", "missing": {"fill": "mean", "value": 1}}, "only constant takes one"),
+        (
+            {"name": "country", "kind": "categorical", "top_k": 2, "missing": {"fill": "mean"}},
+            "does not apply to a categorical",
+        ),
+        (
+            {
+                "name": "country",
+                "kind": "categorical",
+                "top_k": 2,
+                "encoding": "index",
+                "missing": {"fill": "mode", "indicator": True},
+            },
+            "missing.indicator needs a float encoding",
+        ),
+        ({"name": "present", "kind": "flag", "missing": {"fill": "constant", "value": "yes"}}, "true or false"),
+        (
+            {"name": "c", "kind": "entity", "entity": "card", "aggregate": "count", "missing": {"fill": "mode"}},
+            "entity features are never null",
+        ),
+    ],
+)
+def test_a_fill_that_does_not_fit_its_feature_is_refused(feature: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(Fatal, match=message):
+        spec_of(feature)
+
+
+def test_every_feature_of_a_filled_column_declares_its_fill() -> None:
+    with pytest.raises(Fatal, match="feature 'bucket': another feature fills nulls of 'amount'"):
+        spec_of(
+            {"name": "amount", "kind": "numeric", "missing": {"fill": "mean"}},
+            {"name": "bucket", "source": "amount", "kind": "numeric", "bucketize": 3},
+        )
+
+
+FILLED = (
+    {
+        "name": "amount",
+        "kind": "numeric",
+        "log1p": True,
+        "clip": [0, 1e6],
+        "missing": {"fill": "median", "indicator": True},
+    },
+    {"name": "amount_b", "source": "amount", "kind": "numeric", "bucketize": 4, "missing": {"fill": "mean"}},
+    {"name": "country", "kind": "categorical", "top_k": 3, "missing": {"fill": "mode", "indicator": True}},
+    {"name": "n", "kind": "numeric", "clip": [0, 100], "missing": {"fill": "constant", "value": 7}},
+    {"name": "present", "kind": "flag", "missing": {"fill": "mode"}},
+    {"name": "hour", "source": "ts", "kind": "timestamp", "part": "hour"},
+)
+
+
+def nullable_columns(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    columns = {
+        "amount": rng.exponential(50, n).astype(object),
+        "country": rng.choice(np.array(["DE", "FR", "NL", "SE", "PL"], dtype=object), n),
+        "n": rng.integers(0, 200, n).astype(object),
+        "present": (rng.random(n) < 0.7).astype(object),
+        "ts": rng.integers(0, 10**12, n).astype(np.int64),
+    }
+    for name in ("amount", "country", "n", "present"):
+        columns[name][rng.random(n) < 0.2] = None
+    return columns
+
+
+def test_analyze_learns_fills_from_the_non_null_values_and_counts_nulls_in_the_baseline() -> None:
+    spec = spec_of(*FILLED)
+    assert spec.raw_columns(NULLABLE) == {
+        "amount": tf.float64,
+        "amount__missing": tf.bool,
+        "country": tf.string,
+        "country__missing": tf.bool,
+        "n": tf.int32,
+        "n__missing": tf.bool,
+        "present": tf.bool,
+        "present__missing": tf.bool,
+        "ts": tf.int64,
+    }
+    columns = nullable_columns(1000, 1)
+    analysis = analyze(spec, batches_of(columns, 128))
+    given = {
+        name: np.array([v for v in columns[name] if v is not None]) for name in ("amount", "country", "n", "present")
+    }
+    assert analysis.fills["amount"] == pytest.approx(float(np.median(given["amount"].astype(float))))
+    assert analysis.fills["amount_b"] == pytest.approx(float(given["amount"].astype(float).mean()))
+    values, counts = np.unique(given["country"].astype(str), return_counts=True)
+    assert analysis.fills["country"] == values[counts.argmax()]
+    assert analysis.fills["n"] == 7 and analysis.fills["present"] is True
+    nulls = {name: int((columns[name] == None).sum()) for name in ("amount", "country")}  # noqa: E711
+    assert analysis.baseline["features"]["amount"]["missing"] == nulls["amount"]
+    assert analysis.baseline["features"]["country"]["missing"] == nulls["country"]
+
+
+def test_nulls_are_filled_in_the_graph_alike_in_training_and_serving(tmp_path: Path) -> None:
+    """Parity holds on rows with nulls, and a null reads as its fill, with the indicator set."""
+    spec = spec_of(*FILLED)
+    columns = nullable_columns(300, 2)
+    labels = (np.random.default_rng(3).random(300) < 0.3).astype(np.float32)
+    raw = spec.raw_columns(NULLABLE)
+    pre, network, _, training_scores = trained(spec, raw, columns, labels, tmp_path)
+    export_package(tmp_path / "m", 1, pre, network, raw, holdout=columns)
+    model = load_model(ModelSettings(path=tmp_path / "m"), NULLABLE)
+
+    events = EventBatch(columns, np.zeros(300, np.int32), np.arange(300, dtype=np.int64), [None] * 300)
+    np.testing.assert_array_equal(score(model, events, (300,)), training_scores)  # unpadded: the same kernels
+
+    served = model.module.signatures[TRANSFORM_SIGNATURE](**raw_tensors(columns, raw))  # type: ignore[attr-defined]
+    null = int(np.flatnonzero(columns["amount"] == None)[0])  # noqa: E711
+    explicit = {name: column[null : null + 1].copy() for name, column in columns.items()}
+    explicit["amount"][0] = pre.analysis.fills["amount"]
+    as_given = model.module.signatures[TRANSFORM_SIGNATURE](**raw_tensors(explicit, raw))  # type: ignore[attr-defined]
+    assert served["amount"].numpy()[null, -1] == 1.0  # the indicator
+    assert as_given["amount"].numpy()[0, -1] == 0.0
+    np.testing.assert_array_equal(served["amount"].numpy()[null, :-1], as_given["amount"].numpy()[0, :-1])

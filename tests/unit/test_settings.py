@@ -13,6 +13,7 @@ MINIMAL = """
 topics: {input: in, scored: out, dlq: dead}
 schemas: {input: a.avsc, scored: b.avsc, dlq: c.avsc}
 model: {path: models/x}
+event: {entity_field: card_id}
 """
 
 
