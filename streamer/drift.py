@@ -702,9 +702,12 @@ def _metrics_per_column(
     is_missing = np.zeros(len(e), dtype=bool)
     is_missing[starts + widths - 1] = True
     e_bins, a_bins = np.where(is_missing, 0.0, e), np.where(is_missing, 0.0, a)
-    with np.errstate(divide="ignore", invalid="ignore"):  # columns without a binned value: NaN, left out
-        p_bins = e_bins / np.add.reduceat(e_bins, starts)[segment]
-        q_bins = a_bins / np.add.reduceat(a_bins, starts)[segment]
+    # A column without a binned value (all missing) gets shares of 0, not 0/0: the running sums
+    # below cross columns, and one NaN there would spread to every later column. Its KS is
+    # reported as None by `evaluate`.
+    e_binned, a_binned = np.add.reduceat(e_bins, starts)[segment], np.add.reduceat(a_bins, starts)[segment]
+    p_bins = np.divide(e_bins, e_binned, out=np.zeros_like(e_bins), where=e_binned > 0)
+    q_bins = np.divide(a_bins, a_binned, out=np.zeros_like(a_bins), where=a_binned > 0)
 
     def within_segments(x: np.ndarray) -> np.ndarray:
         total = np.cumsum(x)

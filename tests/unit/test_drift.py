@@ -295,6 +295,26 @@ def test_a_column_arriving_empty_is_drift(baseline: Baseline) -> None:
     assert evaluate(one_window(baseline, columns, scores), baseline, SETTINGS).features["amount"].status == "alert"
 
 
+def test_an_all_missing_column_leaves_every_other_columns_ks_intact(baseline: Baseline) -> None:
+    """The vectorised KS runs one cumulative sum across the columns laid end to end: an empty
+    column (0/0 shares) once made the KS of every later numeric column NaN, so a 1 SD shift
+    with a KS cut set was judged ok."""
+    columns, scores = payments(N, 43)
+    columns["amount"] = np.full(N, np.nan)  # the first numeric column in the baseline
+    columns["z"] = columns["z"] + 1.0
+    settings = DriftSettings(numeric=FeatureThresholds(ks=Thresholds(warn=0.1, alert=0.2)))
+    report = evaluate(one_window(baseline, columns, scores), baseline, settings)
+    assert report.features["amount"].ks is None
+    for name in ["customer_tenure_days", "z", SCORE]:
+        base, live = baseline.features[name], report.window.features[name]
+        p, q = np.asarray(base.counts, float), np.asarray(live.counts, float)
+        reference = np.max(np.abs(np.cumsum(q / q.sum()) - np.cumsum(p / p.sum())))
+        assert report.features[name].ks == pytest.approx(reference, abs=1e-12)
+    assert report.features["z"].ks == pytest.approx(0.38, abs=0.03)  # Phi(0.5) - Phi(-0.5) for a 1 SD shift
+    assert report.features["z"].status == "alert"
+    assert all(np.isfinite(v) for f in report.features.values() for v in (f.psi, f.js_distance, f.linf))
+
+
 def test_small_windows_are_insufficient_not_judged(baseline: Baseline) -> None:
     columns, scores = payments(100, 42)
     columns["z"] = columns["z"] + 5
