@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 import yaml
 
-from streamer.drift import SCORE, SCORE_EDGES, numeric_baseline
+from streamer.drift.histograms import SCORE, SCORE_EDGES, numeric_baseline
 from streamer.errors import Fatal
 from streamer.preprocess import FeatureSpec, Preprocessor
 from streamer.records import Columns

@@ -24,7 +24,7 @@ import tensorflow as tf
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from streamer.drift import TOP_VALUES, FeatureBaseline, bin_numeric, numeric_edges
+from streamer.drift.histograms import TOP_VALUES, FeatureBaseline, bin_numeric, numeric_edges
 from streamer.errors import Fatal
 
 MILLIS_PER_HOUR = 3_600_000

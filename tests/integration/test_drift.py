@@ -10,8 +10,9 @@ import numpy as np
 
 from streamer.codec import AvroCodec
 from streamer.demo import rows_of, synth_payments
-from streamer.drift import WindowReport, from_avro_record
-from streamer.drift_report import write_report
+from streamer.drift.command import write_report
+from streamer.drift.metrics import WindowReport
+from streamer.drift.records import from_avro_record
 from streamer.kafka.consumer import read_topic_to_end
 from streamer.records import now_ms
 from streamer.settings import Settings

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import fastavro
 import numpy as np
@@ -18,32 +20,21 @@ from scipy.spatial.distance import chebyshev, jensenshannon
 from scipy.special import rel_entr
 
 from streamer.demo import synth_payments
-from streamer.drift import (
-    PSI_EPSILON,
+from streamer.drift.histograms import (
     SCORE,
     SCORE_EDGES,
     Baseline,
-    DriftMonitor,
-    DriftSettings,
-    FeatureThresholds,
-    Thresholds,
-    WindowCounts,
     bin_categorical,
     bin_numeric,
-    binned_ks,
     categorical_baseline,
-    evaluate,
-    from_avro_record,
-    js_distance,
-    linf,
-    merge,
-    merge_by_window,
     numeric_baseline,
     numeric_edges,
-    psi,
-    render_report,
-    to_avro_record,
 )
+from streamer.drift.metrics import METRICS, PSI_EPSILON, binned_ks, evaluate, js_distance, linf, psi
+from streamer.drift.records import from_avro_record, to_avro_record
+from streamer.drift.report import render_report
+from streamer.drift.settings import DriftSettings, FeatureThresholds, Metric, Thresholds
+from streamer.drift.windows import DriftMonitor, WindowCounts, merge, merge_by_window
 from streamer.records import Columns
 from tests.conftest import SCHEMAS
 
@@ -256,13 +247,13 @@ def test_evaluate_equals_the_metric_functions_column_by_column(baseline: Baselin
         live = report.window.features[name]
         expected, actual = [*base.counts, base.missing], [*live.counts, live.missing]
         drift = report.features[name]
-        assert drift.psi == pytest.approx(psi(expected, actual), rel=1e-12, abs=1e-15)
-        assert drift.js_distance == pytest.approx(js_distance(expected, actual), rel=1e-12, abs=1e-15)
-        assert drift.linf == pytest.approx(linf(expected, actual), rel=1e-12, abs=1e-15)
+        assert drift.metric("psi") == pytest.approx(psi(expected, actual), rel=1e-12, abs=1e-15)
+        assert drift.metric("js_distance") == pytest.approx(js_distance(expected, actual), rel=1e-12, abs=1e-15)
+        assert drift.metric("linf") == pytest.approx(linf(expected, actual), rel=1e-12, abs=1e-15)
         if base.kind == "numeric":
-            assert drift.ks == pytest.approx(binned_ks(base.counts, live.counts), rel=1e-12, abs=1e-15)
+            assert drift.metric("ks") == pytest.approx(binned_ks(base.counts, live.counts), rel=1e-12, abs=1e-15)
         else:
-            assert drift.ks is None
+            assert drift.metric("ks") is None
 
 
 @pytest.mark.parametrize("seed", [21, 22, 23])
@@ -304,15 +295,19 @@ def test_an_all_missing_column_leaves_every_other_columns_ks_intact(baseline: Ba
     columns["z"] = columns["z"] + 1.0
     settings = DriftSettings(numeric=FeatureThresholds(ks=Thresholds(warn=0.1, alert=0.2)))
     report = evaluate(one_window(baseline, columns, scores), baseline, settings)
-    assert report.features["amount"].ks is None
+    assert report.features["amount"].metric("ks") is None
     for name in ["customer_tenure_days", "z", SCORE]:
         base, live = baseline.features[name], report.window.features[name]
         p, q = np.asarray(base.counts, float), np.asarray(live.counts, float)
         reference = np.max(np.abs(np.cumsum(q / q.sum()) - np.cumsum(p / p.sum())))
-        assert report.features[name].ks == pytest.approx(reference, abs=1e-12)
-    assert report.features["z"].ks == pytest.approx(0.38, abs=0.03)  # Phi(0.5) - Phi(-0.5) for a 1 SD shift
+        assert report.features[name].metric("ks") == pytest.approx(reference, abs=1e-12)
+    assert report.features["z"].metric("ks") == pytest.approx(0.38, abs=0.03)  # Phi(0.5) - Phi(-0.5) for a 1 SD shift
     assert report.features["z"].status == "alert"
-    assert all(np.isfinite(v) for f in report.features.values() for v in (f.psi, f.js_distance, f.linf))
+    assert all(
+        np.isfinite(v)
+        for f in report.features.values()
+        for v in (f.metric("psi"), f.metric("js_distance"), f.metric("linf"))
+    )
 
 
 def test_small_windows_are_insufficient_not_judged(baseline: Baseline) -> None:
@@ -320,7 +315,7 @@ def test_small_windows_are_insufficient_not_judged(baseline: Baseline) -> None:
     columns["z"] = columns["z"] + 5
     report = evaluate(one_window(baseline, columns, scores), baseline, SETTINGS)
     assert report.status == "insufficient" and {f.status for f in report.features.values()} == {"insufficient"}
-    assert report.features["z"].psi > 1  # metrics are still there
+    assert report.features["z"].metric("psi") > 1  # metrics are still there
 
 
 def test_per_feature_overrides_replace_only_the_metrics_they_set(baseline: Baseline) -> None:
@@ -476,7 +471,7 @@ def test_avro_round_trip(baseline: Baseline) -> None:
     buffer.seek(0)
     decoded = from_avro_record(fastavro.schemaless_reader(buffer, schema))  # type: ignore[arg-type]
     assert decoded == report
-    assert decoded.features["country"].ks is None and decoded.window.features["country"].missing == 10
+    assert decoded.features["country"].metric("ks") is None and decoded.window.features["country"].missing == 10
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -501,3 +496,14 @@ def test_render_report_writes_html_and_pngs(baseline: Baseline, tmp_path: Path) 
     assert all(f'src="{name}"' in text for name in images)
     assert all(name in text for name in baseline.features)
     assert "histogram_01_z.png" in images  # the column that drifted most comes first
+
+
+def test_every_metric_name_has_a_registry_entry() -> None:
+    assert set(METRICS) == set(get_args(Metric))
+
+
+def test_the_settings_module_is_a_leaf() -> None:
+    """`streamer.settings` loads the drift settings; that must not pull binning, metrics or drawing."""
+    code = "import sys, streamer.drift.settings; print(sorted(m for m in sys.modules if m.startswith('streamer')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['streamer', 'streamer.drift', 'streamer.drift.settings']"
