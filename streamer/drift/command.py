@@ -11,14 +11,13 @@ import json
 from pathlib import Path
 
 from streamer.codec import AvroCodec
-from streamer.drift.histograms import Baseline
+from streamer.drift.histograms import BASELINE_FILE, Baseline
 from streamer.drift.metrics import evaluate
 from streamer.drift.records import from_avro_record
 from streamer.drift.report import render_report
 from streamer.drift.windows import merge_by_window
 from streamer.errors import Fatal
 from streamer.kafka.consumer import read_topic_to_end
-from streamer.model import BASELINE_FILE
 from streamer.settings import Settings
 
 

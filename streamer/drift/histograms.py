@@ -25,9 +25,11 @@ import numpy as np
 from streamer.drift.settings import Kind
 
 SCORE = "score"  # the model score's name among the baseline columns and in windows
+BASELINE_FILE = "baseline.json"  # in a model package, beside the SavedModel
 SCORE_EDGES = tuple(np.linspace(0.0, 1.0, 21).round(2).tolist())  # 20 fixed score bins on [0, 1]
 DRIFT_BINS = 10  # quantile bins of a numeric baseline column (plus under/overflow)
 TOP_VALUES = 100  # values kept per categorical baseline column; the rest share the OOV slot
+SUMMARY_QUANTILES = (0.05, 0.5, 0.95)
 _NONE = np.array(None, dtype=object)
 
 
@@ -110,15 +112,29 @@ def bin_categorical(values: np.ndarray, vocabulary: Sequence[str]) -> tuple[np.n
 
 
 @dataclass(frozen=True)
+class Summary:
+    """`FeatureBaseline.summarize`: present values, missing share, and for numeric columns the
+    mean (None without a sum) and SUMMARY_QUANTILES; for categorical ones the share of values outside the vocabulary."""
+
+    count: int
+    missing_rate: float
+    mean: float | None
+    quantiles: tuple[float, ...]
+    oov_rate: float | None
+
+
+@dataclass(frozen=True)
 class FeatureBaseline:
     """One column's training histogram: `edges` (numeric) or `values` (categorical), its
-    counts (one more than edges / values) and the missing count."""
+    counts (one more than edges / values), the missing count, and for numeric columns the sum of
+    the values counted (`total`: an exact mean in reports; None in baselines written before it)."""
 
     kind: Kind
     counts: tuple[int, ...]
     missing: int = 0
     edges: tuple[float, ...] = ()
     values: tuple[str, ...] = ()
+    total: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "numeric":
@@ -165,9 +181,38 @@ class FeatureBaseline:
             inner[-1] = inner[-1][:-1] + "]"
         return [f"<{e[0]}", *inner, f">{e[-1]}"]
 
+    def summarize(self, counts: Sequence[int], missing: int, total: float | None) -> Summary:
+        """A column's figures in its own units, from its bin counts and the sum of its values
+        (this baseline's or a window's, so they merge across workers like the counts). Numeric:
+        the exact mean, and quantiles interpolated within their bin (off by at most its width); in
+        the under- or overflow bin they are -inf / +inf (below the training minimum, above its
+        maximum)."""
+        c = np.asarray(counts, dtype=np.float64)
+        present = int(c.sum())
+        rate = missing / (present + missing) if present + missing else 0.0
+        if self.kind == "categorical" or not present:
+            oov = float(c[-1] / present) if present and self.kind == "categorical" else None
+            return Summary(present, rate, None, (), oov)
+        e = self._edges
+        mean = None if total is None else total / present
+        cumulative = np.cumsum(c) / present
+        quantiles = []
+        for q in SUMMARY_QUANTILES:
+            i = int(np.searchsorted(cumulative, q, side="left"))
+            if i == 0:
+                quantiles.append(-np.inf)
+            elif i >= len(c) - 1:
+                quantiles.append(np.inf)
+            else:  # inner bin i spans edges[i - 1] .. edges[i]
+                below = cumulative[i - 1]
+                share = (q - below) / (cumulative[i] - below) if cumulative[i] > below else 0.0
+                quantiles.append(float(e[i - 1] + share * (e[i] - e[i - 1])))
+        return Summary(present, rate, mean, tuple(quantiles), None)
+
     def to_dict(self) -> dict[str, Any]:
         bins: dict[str, Any] = {"edges": list(self.edges)} if self.kind == "numeric" else {"values": list(self.values)}
-        return {"kind": self.kind, **bins, "counts": list(self.counts), "missing": self.missing}
+        total = {} if self.total is None else {"sum": self.total}
+        return {"kind": self.kind, **bins, "counts": list(self.counts), "missing": self.missing, **total}
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any]) -> FeatureBaseline:
@@ -177,6 +222,7 @@ class FeatureBaseline:
             missing=int(tree.get("missing", 0)),
             edges=tuple(float(e) for e in tree.get("edges", ())),
             values=tuple(str(v) for v in tree.get("values", ())),
+            total=None if tree.get("sum") is None else float(tree["sum"]),
         )
 
 
@@ -186,7 +232,9 @@ def numeric_baseline(
     """A numeric column's baseline from an in-memory sample: quantile edges unless given (the score)."""
     chosen = numeric_edges(values, bins) if edges is None else [float(e) for e in edges]
     counts, missing = bin_numeric(values, chosen)
-    return FeatureBaseline("numeric", tuple(counts.tolist()), missing, edges=tuple(chosen))
+    x = np.asarray(values, dtype=np.float64)
+    total = float(x[np.isfinite(x)].sum())
+    return FeatureBaseline("numeric", tuple(counts.tolist()), missing, edges=tuple(chosen), total=total)
 
 
 def categorical_baseline(values: np.ndarray, top_k: int = TOP_VALUES) -> FeatureBaseline:

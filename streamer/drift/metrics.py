@@ -232,3 +232,29 @@ def evaluate(window: WindowCounts, baseline: Baseline, settings: DriftSettings) 
             features[name] = drift
     worst: Status = max((f.status for f in features.values()), key=SEVERITY.__getitem__, default="ok")
     return WindowReport(window, features, worst if judged else "insufficient")
+
+
+def sampling_noise(
+    baseline: Baseline, events: int, draws: int = 200, quantile: float = 0.95, seed: int = 0
+) -> dict[str, dict[Metric, float]]:
+    """How far each metric moves by sampling alone at `events` per window: its `quantile` over
+    `draws` windows drawn from the baseline's own shares (a parametric bootstrap). A value inside
+    this band is indistinguishable from an unchanged stream; seeded, so a report is reproducible."""
+    rng = np.random.default_rng(seed)
+    bases = list(baseline.features.values())
+    shares = [proportions([*b.counts, b.missing]) for b in bases]
+    drawn: dict[Metric, list[np.ndarray]] = {metric: [] for metric in METRICS}
+    for _ in range(draws):
+        samples = [rng.multinomial(events, p) for p in shares]
+        segments = Segments.of(bases, [FeatureCounts(tuple(x[:-1].tolist()), int(x[-1])) for x in samples])
+        for metric, definition in METRICS.items():
+            drawn[metric].append(definition.every_column(segments))
+    bands = {metric: np.quantile(np.array(values), quantile, axis=0) for metric, values in drawn.items()}
+    return {
+        name: {
+            metric: float(bands[metric][i])
+            for metric, definition in METRICS.items()
+            if not (definition.ordered and base.kind != "numeric")
+        }
+        for i, (name, base) in enumerate(baseline.features.items())
+    }

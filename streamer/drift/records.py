@@ -30,6 +30,7 @@ def to_avro_record(report: WindowReport) -> dict[str, Any]:
                 "kind": drift.kind,
                 "counts": list(w.features[name].counts),
                 "missing": w.features[name].missing,
+                "sum": w.features[name].total if drift.kind == "numeric" else None,
                 **{metric: drift.metric(metric) for metric in METRICS},
                 "status": drift.status,
             }
@@ -48,7 +49,10 @@ def from_avro_record(record: Mapping[str, Any]) -> WindowReport:
         worker_ids=tuple(record["worker_ids"]),
         model_version=int(record["model_version"]),
         events=int(record["events"]),
-        features={f["name"]: FeatureCounts(tuple(int(c) for c in f["counts"]), int(f["missing"])) for f in features},
+        features={
+            f["name"]: FeatureCounts(tuple(int(c) for c in f["counts"]), int(f["missing"]), f.get("sum") or 0.0)
+            for f in features
+        },
     )
     drift = {
         f["name"]: FeatureDrift(f["kind"], {metric: f[metric] for metric in METRICS}, f["status"]) for f in features

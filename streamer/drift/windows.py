@@ -29,10 +29,12 @@ from streamer.records import now_ms
 
 @dataclass(frozen=True)
 class FeatureCounts:
-    """One column's counts in a window, laid out like its baseline's; missing apart."""
+    """One column's counts in a window, laid out like its baseline's; missing apart. `total`:
+    the sum of the values counted (numeric columns; 0 for categorical), for an exact mean."""
 
     counts: tuple[int, ...]
     missing: int
+    total: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ def merge(windows: Sequence[WindowCounts]) -> WindowCounts:
         name: FeatureCounts(
             tuple(np.sum([w.features[name].counts for w in windows], axis=0).tolist()),
             sum(w.features[name].missing for w in windows),
+            sum(w.features[name].total for w in windows),
         )
         for name in first.features
     }
@@ -92,6 +95,7 @@ def merge_by_window(windows: Iterable[WindowCounts]) -> list[WindowCounts]:
 @dataclass
 class _OpenWindow:
     counts: list[np.ndarray]  # per baseline column, `slots` wide (the last slot is missing)
+    totals: list[float]  # per baseline column: the sum of its finite values (numeric)
     events: int = 0
     first_ms: int = np.iinfo(np.int64).max
     last_ms: int = np.iinfo(np.int64).min
@@ -172,13 +176,18 @@ class DriftMonitor:
         windows, which = np.unique(numbers, return_inverse=True)
         opened = [self._open.setdefault(int(n), self._new_window()) for n in windows]
         for i, (name, baseline) in enumerate(self._columns):
-            slots = baseline.index(scores if name == SCORE else columns[name])
+            values = scores if name == SCORE else columns[name]
+            slots = baseline.index(values)
             if rows is not None:
-                slots = slots[rows]
+                slots, values = slots[rows], values[rows]
             width = baseline.slots
             added = np.bincount(which * width + slots, minlength=len(windows) * width).reshape(len(windows), width)
             for window, row in zip(opened, added, strict=True):
                 window.counts[i] += row
+            if baseline.kind == "numeric":  # missing values (NaN, inf, None) add nothing
+                counted = np.where(slots < width - 1, np.asarray(values, dtype=np.float64), 0.0)
+                for window, total in zip(opened, np.bincount(which, counted, len(windows)).tolist(), strict=True):
+                    window.totals[i] += total
         events = np.bincount(which, minlength=len(windows))
         if self.settings.window == "count":
             first = np.full(len(windows), np.iinfo(np.int64).max)
@@ -192,7 +201,7 @@ class DriftMonitor:
                 window.last_ms = max(window.last_ms, int(last[j]))
 
     def _new_window(self) -> _OpenWindow:
-        return _OpenWindow([np.zeros(b.slots, dtype=np.int64) for _, b in self._columns])
+        return _OpenWindow([np.zeros(b.slots, dtype=np.int64) for _, b in self._columns], [0.0] * len(self._columns))
 
     def advance(self, watermark_ms: int) -> list[WindowCounts]:
         """event_time: event time has reached `watermark_ms`; close the windows it passed by the
@@ -220,8 +229,8 @@ class DriftMonitor:
         else:
             start, end = window.first_ms, window.last_ms + 1
         features = {
-            name: FeatureCounts(tuple(counts[:-1].tolist()), int(counts[-1]))
-            for (name, _), counts in zip(self._columns, window.counts, strict=True)
+            name: FeatureCounts(tuple(counts[:-1].tolist()), int(counts[-1]), total)
+            for (name, _), counts, total in zip(self._columns, window.counts, window.totals, strict=True)
         }
         return WindowCounts(
             self.settings.window, start, end, (self.worker_id,), self.model_version, window.events, features
