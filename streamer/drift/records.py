@@ -31,6 +31,7 @@ def to_avro_record(report: WindowReport) -> dict[str, Any]:
                 "counts": list(w.features[name].counts),
                 "missing": w.features[name].missing,
                 "sum": w.features[name].total if drift.kind == "numeric" else None,
+                "new_values": [{"value": v, "count": c} for v, c in w.features[name].new_values],
                 **{metric: drift.metric(metric) for metric in METRICS},
                 "status": drift.status,
             }
@@ -50,7 +51,12 @@ def from_avro_record(record: Mapping[str, Any]) -> WindowReport:
         model_version=int(record["model_version"]),
         events=int(record["events"]),
         features={
-            f["name"]: FeatureCounts(tuple(int(c) for c in f["counts"]), int(f["missing"]), f.get("sum") or 0.0)
+            f["name"]: FeatureCounts(
+                tuple(int(c) for c in f["counts"]),
+                int(f["missing"]),
+                f.get("sum") or 0.0,
+                tuple((n["value"], int(n["count"])) for n in f.get("new_values", ())),
+            )
             for f in features
         },
     )

@@ -171,10 +171,12 @@ def _verdict(name: str, drift: FeatureDrift, settings: DriftSettings, noise: Map
     return f"{_METRIC_NAMES[by]} {value:.3g} {crossed} (noise &le; {noise.get(by, float('nan')):.2g})"
 
 
-def _summary_cells(summary: Summary) -> str:
+def _summary_cells(summary: Summary, new_values: Sequence[tuple[str, int]] = ()) -> str:
     if summary.mean is None:
         oov = "" if summary.oov_rate is None else f"{summary.oov_rate:.1%} new"
-        return f"<td>{summary.count}</td><td>{summary.missing_rate:.1%}</td><td colspan=4>{oov}</td>"
+        if new_values:
+            oov += ": " + ", ".join(f"<b>{html.escape(value)}</b> {count}" for value, count in new_values[:5])
+        return f"<td>{summary.count}</td><td>{summary.missing_rate:.1%}</td><td class=l colspan=4>{oov}</td>"
     quantiles = "".join(f"<td>{_number(q)}</td>" for q in summary.quantiles)
     return f"<td>{summary.count}</td><td>{summary.missing_rate:.1%}</td><td>{_number(summary.mean)}</td>{quantiles}"
 
@@ -233,7 +235,7 @@ def _html(
             f"<tr><th>{html.escape(name)}</th><td>{drift.kind}</td>"
             f'<td style="color:{_STATUS_COLOURS[drift.status]};font-weight:bold">{drift.status}</td>'
             f"<td class=l>{_verdict(name, drift, settings, noise[name])}</td>"
-            f"{_summary_cells(base.summarize(live.counts, live.missing, live.total))}"
+            f"{_summary_cells(base.summarize(live.counts, live.missing, live.total), live.new_values)}"
             f"{_summary_cells(base.summarize(base.counts, base.missing, base.total))}</tr>"
         )
     cuts = "; ".join(
@@ -278,7 +280,8 @@ th:first-child, td.l {{ text-align: left; }} td.l {{ white-space: nowrap; }} img
 events drawn from the baseline. Figures come from the bin counts and sums, so they merge across workers: the mean is
 exact; quantiles are interpolated within their bin (off by at most its width), &lt; min and
 &gt; max when they fall outside the training range. Categorical columns show the share outside
-the training vocabulary.</small></p>
+the training vocabulary and, where training values all fit it, the new values seen most with
+their counts (a mergeable summary: exact up to 10 distinct new values).</small></p>
 <h2>Metrics over time</h2>
 <img src="{html.escape(trend_file)}" alt="drift metrics per window">
 <h2>Largest PSI in the latest window</h2>

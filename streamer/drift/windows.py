@@ -26,6 +26,25 @@ from streamer.drift.histograms import SCORE, Baseline
 from streamer.drift.settings import DriftSettings, WindowKind
 from streamer.records import now_ms
 
+NEW_VALUES = 10  # OOV values named per categorical column and window
+RARE_OOV = 0.01  # ... for columns whose training data had at most this share outside the vocabulary
+
+
+def top_new_values(counts: Mapping[str, int], k: int = NEW_VALUES) -> dict[str, int]:
+    """A Misra-Gries summary of the values outside a column's vocabulary: at most k values, each
+    with a count that undercounts by at most (values seen - sum of counts kept) / (k + 1), so a
+    value with more than a (k + 1)-th of the OOV events is always named. Summaries merge (add the
+    counts, summarize again) with the same bound (Agarwal et al., Mergeable Summaries, 2012);
+    with k or fewer distinct values they are exact."""
+    if len(counts) <= k:
+        return {v: c for v, c in counts.items() if c > 0}
+    cut = sorted(counts.values(), reverse=True)[k]
+    return {v: c - cut for v, c in counts.items() if c > cut}
+
+
+def _ranked(counts: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(counts.items(), key=lambda vc: (-vc[1], vc[0])))
+
 
 @dataclass(frozen=True)
 class FeatureCounts:
@@ -35,6 +54,7 @@ class FeatureCounts:
     counts: tuple[int, ...]
     missing: int
     total: float = 0.0
+    new_values: tuple[tuple[str, int], ...] = ()  # categorical: the OOV values seen most, see NewValues
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,7 @@ def merge(windows: Sequence[WindowCounts]) -> WindowCounts:
             tuple(np.sum([w.features[name].counts for w in windows], axis=0).tolist()),
             sum(w.features[name].missing for w in windows),
             sum(w.features[name].total for w in windows),
+            _ranked(top_new_values(_added(w.features[name].new_values for w in windows))),
         )
         for name in first.features
     }
@@ -82,6 +103,14 @@ def merge(windows: Sequence[WindowCounts]) -> WindowCounts:
     return WindowCounts(
         first.kind, first.start_ms, first.end_ms, workers, first.model_version, sum(w.events for w in windows), features
     )
+
+
+def _added(summaries: Iterable[Iterable[tuple[str, int]]]) -> dict[str, int]:
+    added: dict[str, int] = {}
+    for summary in summaries:
+        for value, count in summary:
+            added[value] = added.get(value, 0) + count
+    return added
 
 
 def merge_by_window(windows: Iterable[WindowCounts]) -> list[WindowCounts]:
@@ -96,6 +125,7 @@ def merge_by_window(windows: Iterable[WindowCounts]) -> list[WindowCounts]:
 class _OpenWindow:
     counts: list[np.ndarray]  # per baseline column, `slots` wide (the last slot is missing)
     totals: list[float]  # per baseline column: the sum of its finite values (numeric)
+    new_values: list[dict[str, int]]  # per baseline column: top_new_values of its OOV values
     events: int = 0
     first_ms: int = np.iinfo(np.int64).max
     last_ms: int = np.iinfo(np.int64).min
@@ -122,6 +152,13 @@ class DriftMonitor:
         self.model_version = model_version
         self._clock = clock  # wall-clock ms, for the clock-skew guard
         self._columns = list(baseline.features.items())
+        # Columns whose training values (nearly) all fit the vocabulary: an OOV value there is news,
+        # worth naming. In a long tail (merchant ids) it is the usual, and naming costs a sort per batch.
+        self._named = {
+            i
+            for i, (_, b) in enumerate(self._columns)
+            if b.kind == "categorical" and b.counts[-1] <= RARE_OOV * max(sum(b.counts), 1)
+        }
         self._window_ms = max(1, round(settings.window_s * 1000))
         self._lateness_ms = round(settings.allowed_lateness_s * 1000)
         self._skew_ms = round(settings.max_clock_skew_s * 1000)
@@ -188,6 +225,8 @@ class DriftMonitor:
                 counted = np.where(slots < width - 1, np.asarray(values, dtype=np.float64), 0.0)
                 for window, total in zip(opened, np.bincount(which, counted, len(windows)).tolist(), strict=True):
                     window.totals[i] += total
+            elif i in self._named and (new := np.flatnonzero(slots == width - 2)).size:
+                self._name_new_values(i, opened, which[new], np.asarray(values)[new])
         events = np.bincount(which, minlength=len(windows))
         if self.settings.window == "count":
             first = np.full(len(windows), np.iinfo(np.int64).max)
@@ -200,8 +239,20 @@ class DriftMonitor:
                 window.first_ms = min(window.first_ms, int(first[j]))
                 window.last_ms = max(window.last_ms, int(last[j]))
 
+    def _name_new_values(self, column: int, opened: list[_OpenWindow], which: np.ndarray, values: np.ndarray) -> None:
+        for j in np.unique(which).tolist():
+            words, counts = np.unique(values[which == j].astype(str), return_counts=True)
+            window = opened[j]
+            seen = dict(window.new_values[column])
+            for word, count in zip(words.tolist(), counts.tolist(), strict=True):
+                seen[word] = seen.get(word, 0) + count
+            window.new_values[column] = top_new_values(seen)
+
     def _new_window(self) -> _OpenWindow:
-        return _OpenWindow([np.zeros(b.slots, dtype=np.int64) for _, b in self._columns], [0.0] * len(self._columns))
+        columns = len(self._columns)
+        return _OpenWindow(
+            [np.zeros(b.slots, dtype=np.int64) for _, b in self._columns], [0.0] * columns, [{} for _ in range(columns)]
+        )
 
     def advance(self, watermark_ms: int) -> list[WindowCounts]:
         """event_time: event time has reached `watermark_ms`; close the windows it passed by the
@@ -229,8 +280,10 @@ class DriftMonitor:
         else:
             start, end = window.first_ms, window.last_ms + 1
         features = {
-            name: FeatureCounts(tuple(counts[:-1].tolist()), int(counts[-1]), total)
-            for (name, _), counts, total in zip(self._columns, window.counts, window.totals, strict=True)
+            name: FeatureCounts(tuple(counts[:-1].tolist()), int(counts[-1]), total, _ranked(new))
+            for (name, _), counts, total, new in zip(
+                self._columns, window.counts, window.totals, window.new_values, strict=True
+            )
         }
         return WindowCounts(
             self.settings.window, start, end, (self.worker_id,), self.model_version, window.events, features

@@ -32,7 +32,7 @@ from streamer.drift.histograms import (
 from streamer.drift.metrics import METRICS, PSI_EPSILON, binned_ks, evaluate, js_distance, linf, psi
 from streamer.drift.records import from_avro_record, to_avro_record
 from streamer.drift.settings import DriftSettings, FeatureThresholds, Metric, Thresholds
-from streamer.drift.windows import DriftMonitor, WindowCounts, merge, merge_by_window
+from streamer.drift.windows import DriftMonitor, WindowCounts, merge, merge_by_window, top_new_values
 from streamer.records import Columns
 from tests.conftest import SCHEMAS
 
@@ -479,6 +479,33 @@ def test_avro_round_trip(baseline: Baseline) -> None:
     decoded = from_avro_record(fastavro.schemaless_reader(buffer, schema))  # type: ignore[arg-type]
     assert decoded == report
     assert decoded.features["country"].metric("ks") is None and decoded.window.features["country"].missing == 10
+
+
+def test_new_categories_are_named_with_their_counts_and_merge_across_workers(baseline: Baseline) -> None:
+    columns, scores = payments(N, 53)
+    rng = np.random.default_rng(53)
+    columns["country"] = np.where(rng.random(N) < 0.1, "ZZ", columns["country"]).astype(object)
+    columns["country"][:7] = "QQ"
+    columns["merchant_id"][:5] = "m-new"  # a long-tail column: its OOV values are not named
+    truth = (("ZZ", columns["country"].tolist().count("ZZ")), ("QQ", 7))
+    assert one_window(baseline, columns, scores).features["country"].new_values == truth
+    assert one_window(baseline, columns, scores).features["merchant_id"].new_values == ()
+    settings = DriftSettings(window="count", window_events=N // 2, min_events=N // 2)
+    a, b = (
+        DriftMonitor(baseline, settings, worker, 1).observe(
+            {k: v[part] for k, v in columns.items()}, scores[part], columns["event_time"][part]
+        )[0]
+        for worker, part in (("a", slice(0, N // 2)), ("b", slice(N // 2, N)))
+    )
+    # count windows of two workers have their own bounds: line them up as event-time windows would be
+    assert merge([a, replace(b, start_ms=a.start_ms, end_ms=a.end_ms)]).features["country"].new_values == truth
+
+
+def test_the_new_value_summary_keeps_values_above_a_k_plus_first_of_the_events() -> None:
+    counts = {"big": 500, **{f"v{i}": 3 for i in range(40)}}
+    kept = top_new_values(counts, k=10)
+    assert set(kept) == {"big"} and 500 - (sum(counts.values()) - sum(kept.values())) / 11 <= kept["big"] <= 500
+    assert top_new_values({"a": 2, "b": 1}, k=10) == {"a": 2, "b": 1}  # exact below k distinct values
 
 
 # --- report ---------------------------------------------------------------------------------------

@@ -78,6 +78,8 @@ def test_the_first_screen_says_what_drifted_since_when_and_by_how_much(
     latest = text[text.index('<table id="latest">') :]
     assert re.search(r"<th>amount</th>.*?PSI [0-9.]+ &ge; 0.25 alert \(noise &le; 0.0\d+\)", latest)
     assert re.search(r"<th>country</th>.*?(PSI|L-inf) [0-9.]+ &ge; [0-9.]+ alert", latest)
+    zz = reports[-1].window.features["country"].counts[-1]  # every OOV country is ZZ
+    assert re.search(rf"<th>country</th>.*?[0-9.]+% new: <b>ZZ</b> {zz}</td>", latest)
     assert "numeric: PSI 0.1 / 0.25, JS distance 0.05 / 0.1" in text  # every cut, listed
 
 
