@@ -20,7 +20,7 @@ from streamer.preprocess import FeatureSpec
 from streamer.records import Columns
 from streamer.settings import load_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SETTINGS = load_settings(ROOT / "configs" / "local.yaml")
 SPEC = FeatureSpec.load(ROOT / "configs" / "features" / "fraud.yaml")
 NUMERIC = ["amount", "customer_tenure_days", *(f.name for f in SPEC.entity_features() if f.aggregate)]
