@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stack without Docker: a single-node Apache Kafka broker (KRaft, jars from Maven
-# Central) and Debian's redis-server, both on 127.0.0.1.
+# Central) and Debian's redis-server, both on 127.0.0.1; and Debian's chromium, which the drift
+# report test renders the page in (headless).
 #
 #   docker/local-stack.sh up | down | status
 #
@@ -123,16 +124,24 @@ kafka_up() {
 
 kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$kafka_dir/logs/server.log" 2>/dev/null; }
 
+sudo_prefix() { [[ $(id -u) -eq 0 ]] || echo sudo; }
+
+# Debian package $2 unless command $1 exists already.
+debian_install() {
+  command -v "$1" >/dev/null && return 0
+  say "$1 not found; installing Debian's $2"
+  local sudo
+  sudo=$(sudo_prefix)
+  { $sudo apt-get install -y -q --no-install-recommends "$2" >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends "$2" >/dev/null; }; } ||
+    die "could not install $2: run 'apt-get install $2' as root"
+}
+
 redis_up() {
   if ! command -v redis-server >/dev/null; then
-    say "redis-server not found; installing Debian's redis-server"
-    local sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    { $sudo apt-get install -y -q redis-server >/dev/null 2>&1 ||
-      { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q redis-server >/dev/null; }; } ||
-      die "could not install redis-server: run 'apt-get install redis-server' as root"
+    debian_install redis-server redis-server
     # Debian's package starts a system-wide server on 6379; ours is started below.
-    command -v systemctl >/dev/null && $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+    command -v systemctl >/dev/null && $(sudo_prefix) systemctl disable --now redis-server >/dev/null 2>&1 || true
   fi
   if pid_alive "$redis_dir/pid"; then
     say "redis already running on 127.0.0.1:$REDIS_PORT (pid $(cat "$redis_dir/pid"))"
@@ -190,6 +199,7 @@ case ${1:-} in
   up)
     kafka_up
     redis_up
+    debian_install chromium chromium # headless, for the drift report's rendering test
     wait_for "kafka on 127.0.0.1:$KAFKA_PORT" kafka_ready "$kafka_dir/logs/server.log"
     wait_for "redis on 127.0.0.1:$REDIS_PORT" redis_ready "$redis_dir/redis.log"
     ;;

@@ -21,16 +21,16 @@ import numpy as np
 
 from streamer.codec import AvroCodec
 from streamer.demo import rows_of, synth_payments
-from streamer.drift import (
+from streamer.drift.histograms import (
     SCORE,
     SCORE_EDGES,
     Baseline,
-    DriftMonitor,
-    DriftSettings,
     FeatureBaseline,
     categorical_baseline,
     numeric_baseline,
 )
+from streamer.drift.settings import DriftSettings
+from streamer.drift.windows import DriftMonitor
 from streamer.features import replay_aggregates
 from streamer.preprocess import Categorical, Entity, FeatureSpec, Numeric
 from streamer.records import Columns, RawBatch

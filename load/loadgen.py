@@ -38,7 +38,7 @@ from confluent_kafka import Consumer, Producer
 from tqdm import tqdm
 
 from streamer.codec import AvroCodec
-from streamer.demo import synth_payments
+from streamer.demo import LOAD_CARDS, LOAD_SKEW, load_payments
 from streamer.kafka.admin import create_topics
 from streamer.records import RawBatch, now_ms
 from streamer.settings import Settings, load_settings
@@ -46,7 +46,7 @@ from streamer.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 1000  # events drawn at a time
 RSS_EVERY_S = 5.0
-ENTITIES, SKEW = 50_000, 0.5  # the default card population: `make soak` and `make bench` (d) use it
+ENTITIES, SKEW = LOAD_CARDS, LOAD_SKEW  # the default card population: `make soak` and `make bench` (d) use it
 
 
 @dataclass
@@ -68,7 +68,6 @@ class Generator:
         self.settings = settings
         self.codec = AvroCodec(settings.schemas.input)
         self.rng = np.random.default_rng(seed)
-        self.entities = entities
         self.weights = 1.0 / np.arange(1, entities + 1) ** skew
         self.weights /= self.weights.sum()
         self.drift_at_s = drift_at_s
@@ -78,15 +77,9 @@ class Generator:
         """The next len(send_times_ms) events, encoded in one columnar pass, each stamped with the
         time it is due to be sent: (values, keys)."""
         n = len(send_times_ms)
-        columns, _ = synth_payments(n, self.rng, id_prefix=f"g{self.drawn}-")
+        drift = self.drift_at_s is not None and elapsed_s >= self.drift_at_s
+        columns = load_payments(n, self.rng, self.weights, send_times_ms, drift, id_prefix=f"g{self.drawn}-")
         self.drawn += n
-        cards = self.rng.choice(self.entities, n, p=self.weights)
-        columns["card_id"] = np.array([f"card-{c:07d}" for c in cards], dtype=object)
-        columns["event_time"] = send_times_ms.astype(np.int64)
-        if self.drift_at_s is not None and elapsed_s >= self.drift_at_s:
-            columns["amount"] = np.round(columns["amount"] * 3, 2)
-            new = self.rng.random(n) < 0.1
-            columns["country"] = np.where(new, "ZZ", columns["country"]).astype(object)
         return self.codec.encode_columns(columns, n), [card.encode() for card in columns["card_id"]]
 
 

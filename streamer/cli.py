@@ -145,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(derived_schema(settings, input_codec(settings)), indent=2))
         return 0
     if args.command == "drift":
-        from streamer.drift_report import write_report
+        from streamer.drift.command import write_report
 
         settings = load_settings(args.config)
         print(write_report(settings, args.out))

@@ -38,6 +38,7 @@ MCCS = np.concatenate([np.array(["5411", "5812", "5541", "5999", "4111", "5732",
 CHANNELS = np.array(["pos", "ecom", "atm", "moto"])
 ENTRY_MODES = np.array(["chip", "contactless", "swipe", "manual", "token"])
 DEVICES = np.array(["terminal", "mobile", "desktop", "tablet", "unknown"])
+LOAD_CARDS, LOAD_SKEW = 50_000, 0.5  # load/loadgen.py's card population: Zipf popularity, exponent SKEW
 
 
 def synth_payments(
@@ -90,6 +91,22 @@ def synth_payments(
         "event_time": event_time,
     }
     return columns, labels
+
+
+def load_payments(
+    n: int, rng: np.random.Generator, card_weights: np.ndarray, send_times_ms: np.ndarray, drift: bool, id_prefix: str
+) -> Columns:
+    """What load/loadgen.py sends: demo payments whose cards come from a population with the given
+    popularity, stamped with their send times. `drift` injects what the drift tap must flag: amounts
+    triple and 10% of events come from a country never seen in training ("ZZ")."""
+    columns, _ = synth_payments(n, rng, id_prefix=id_prefix)
+    cards = rng.choice(len(card_weights), n, p=card_weights)
+    columns["card_id"] = np.array([f"card-{c:07d}" for c in cards], dtype=object)
+    columns["event_time"] = np.asarray(send_times_ms).astype(np.int64)
+    if drift:
+        columns["amount"] = np.round(columns["amount"] * 3, 2)
+        columns["country"] = np.where(rng.random(n) < 0.1, "ZZ", columns["country"]).astype(object)
+    return columns
 
 
 def _zipf(k: int) -> np.ndarray:

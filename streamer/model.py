@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 import yaml
 
-from streamer.drift import SCORE, SCORE_EDGES, numeric_baseline
+from streamer.drift.histograms import BASELINE_FILE, SCORE, SCORE_EDGES, numeric_baseline
 from streamer.errors import Fatal
 from streamer.missing import presence_input
 from streamer.preprocess import FeatureSpec, Preprocessor, raw_tensors
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
 SPEC_FILE = "feature_spec.yaml"
-BASELINE_FILE = "baseline.json"
 SIGNATURE_FILE = "model.sig"  # model-signing's signature; not in the manifest, which it covers
 UNSEALED = {MANIFEST, SIGNATURE_FILE}
 TRANSFORM_SIGNATURE = "transform_features"

@@ -24,7 +24,7 @@ import tensorflow as tf
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from streamer.drift import TOP_VALUES, FeatureBaseline, bin_numeric, numeric_edges
+from streamer.drift.histograms import TOP_VALUES, FeatureBaseline, bin_numeric, numeric_edges
 from streamer.errors import Fatal
 from streamer.missing import Fill, FillValue, as_floats, check_fill, fill_tensor, presence_input, raw_column
 
@@ -381,7 +381,8 @@ def _baseline(numeric: Mapping[str, _NumericStats], categories: Mapping[str, Cou
         counts, _ = bin_numeric(stats.sample, edges)
         scale = stats.count / len(stats.sample)  # the sample stands for every value seen
         scaled = tuple(round(float(c) * scale) for c in counts)
-        features[column] = FeatureBaseline("numeric", scaled, stats.missing, edges=tuple(edges)).to_dict()
+        baseline = FeatureBaseline("numeric", scaled, stats.missing, edges=tuple(edges), total=stats.total)
+        features[column] = baseline.to_dict()
     for column, counter in categories.items():
         missing = counter.pop(MISSING, 0)
         if not counter:

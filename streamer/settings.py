@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from redis.connection import parse_url
 
-from streamer.drift import DriftSettings
+from streamer.drift.settings import DriftSettings
 from streamer.errors import Fatal
 
 ENV_PREFIX = "STREAMER_"

@@ -29,8 +29,8 @@ from streamer.contract import check_entity_features, check_event_contract
 from streamer.dead_letters import DeadLetterWriter
 from streamer.device import label as device_label
 from streamer.device import serving_device
-from streamer.drift import SCORE, Baseline
-from streamer.drift_tap import DriftTap
+from streamer.drift.histograms import SCORE, Baseline
+from streamer.drift.tap import DriftTap
 from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
 from streamer.kafka.admin import record_limits

@@ -1,6 +1,7 @@
 """Drift through the real stack: unchanged traffic passes, a shifted stream alerts within one
 window, on the drift topic, on /metrics and in the analyst report."""
 
+import re
 import threading
 import time
 import uuid
@@ -10,8 +11,9 @@ import numpy as np
 
 from streamer.codec import AvroCodec
 from streamer.demo import rows_of, synth_payments
-from streamer.drift import WindowReport, from_avro_record
-from streamer.drift_report import write_report
+from streamer.drift.command import write_report
+from streamer.drift.metrics import WindowReport
+from streamer.drift.records import from_avro_record
 from streamer.kafka.consumer import read_topic_to_end
 from streamer.records import now_ms
 from streamer.settings import Settings
@@ -86,10 +88,14 @@ def test_shift_alerts_on_topic_metrics_and_report(make_settings: SettingsFactory
     for report in shifted:
         assert report.status == "alert"
         assert report.features["amount"].status == "alert" and report.features["country"].status == "alert"
-        assert report.window.features["country"].counts[-1] >= 0.08 * WINDOW  # "ZZ" lands in the OOV slot
+        zz = report.window.features["country"].counts[-1]
+        assert zz >= 0.08 * WINDOW  # "ZZ" lands in the OOV slot, and is named with its count
+        assert report.window.features["country"].new_values == (("ZZ", zz),)
+        assert report.window.features["amount"].total > 0
 
     summary = write_report(settings, tmp_path / "report.html")
     assert "latest window alert" in summary
     html = (tmp_path / "report.html").read_text()
     assert "metrics_over_time.png" in html and (tmp_path / "metrics_over_time.png").stat().st_size > 10_000
+    assert re.search(r"\d+ of \d+ columns drifted: [^<]*amount", html) and "<b>ZZ</b>" in html
     assert len(list(tmp_path.glob("histogram_*.png"))) == 4

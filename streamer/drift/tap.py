@@ -1,5 +1,6 @@
 """The drift side tap: scored batches in, closed windows out to the drift topic, Prometheus and
-(optionally) TensorBoard. The arithmetic lives in `streamer.drift`; this joins it to the outputs.
+(optionally) TensorBoard. The arithmetic lives in the other `streamer.drift` modules; this joins
+it to the outputs.
 
 Windows are produced through the worker's own sink, so in exactly-once mode they belong to the
 same transaction as the scores they describe, and a checkpoint flushes them like any output.
@@ -14,7 +15,11 @@ from typing import Any, get_args
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.drift import Baseline, DriftMonitor, Metric, WindowCounts, WindowReport, evaluate, to_avro_record
+from streamer.drift.histograms import Baseline
+from streamer.drift.metrics import WindowReport, evaluate
+from streamer.drift.records import to_avro_record
+from streamer.drift.settings import Metric
+from streamer.drift.windows import DriftMonitor, WindowCounts
 from streamer.kafka.producer import KafkaSink
 from streamer.metrics import DRIFT_STATUS_CODES, Metrics
 from streamer.records import now_ms

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from streamer.demo import synth_payments
-from streamer.drift import SCORE, SCORE_EDGES, Baseline, categorical_baseline, numeric_baseline
-from streamer.drift_tap import DriftTap
+from streamer.drift.histograms import SCORE, SCORE_EDGES, Baseline, categorical_baseline, numeric_baseline
+from streamer.drift.tap import DriftTap
 from streamer.kafka.producer import KafkaSink
 from streamer.metrics import Metrics
 from streamer.settings import Settings

@@ -11,10 +11,13 @@ import json
 from pathlib import Path
 
 from streamer.codec import AvroCodec
-from streamer.drift import Baseline, evaluate, from_avro_record, merge_by_window, render_report
+from streamer.drift.histograms import BASELINE_FILE, Baseline
+from streamer.drift.metrics import evaluate
+from streamer.drift.records import from_avro_record
+from streamer.drift.report import render_report
+from streamer.drift.windows import merge_by_window
 from streamer.errors import Fatal
 from streamer.kafka.consumer import read_topic_to_end
-from streamer.model import BASELINE_FILE
 from streamer.settings import Settings
 
 
