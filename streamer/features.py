@@ -1,16 +1,34 @@
-"""Per-entity features from Redis: one round trip per micro-batch, replay-safe, outage-tolerant.
+"""Per-entity features: aggregates from the worker's own state, stored values from Redis; at
+most one round trip per micro-batch; exact under replay; outage-tolerant.
 
 Two kinds of `entity` feature (see `streamer.preprocess.Entity`):
 - *stored* values another system writes (a field of a hash): one HMGET per distinct entity;
 - *aggregates* this worker maintains (count, sum, mean, max, time since last; optionally
-  decayed): one Lua call per entity field computes, for each event in order, the value before
-  it, and applies its update, all on the server.
+  decayed): computed in memory (`streamer.aggregates`, the same code as the offline twin) from
+  state owned per input partition and snapshotted to Redis at each checkpoint
+  (`streamer.entity_state`).
 
-Everything goes out in one pipeline: one round trip per batch. Each aggregate hash keeps, per
-input partition, the last applied offset, so an event replayed after a crash is not counted
-twice. When Redis fails past the retry budget, a circuit breaker opens: events are scored with
-the declared defaults and flagged `features_degraded`, aggregate updates are skipped (and
-counted), and after `breaker_open_s` one probe decides whether to close it again.
+Which aggregates are exact. An aggregate is a pure function of the events before it in its
+partition only if all of its entity's events are in that partition, in order: the input topic
+must be keyed by the aggregate's entity. So every aggregate must be over the *partition key*
+(`features.partition_key`, by default `model.entity_field`): a spec with an aggregate over
+another field is refused at start. Under that keying an aggregate equals, bit for bit, the
+offline twin over the entity's events in offset order, after any crash, retry, rebalance or
+aborted transaction. Stored values are exact as of the moment they are read. (An aggregate
+over another entity would need all of that entity's events, spread over partitions other
+members own; it needs the input re-keyed by that entity and a worker of its own.)
+
+A batch's round trip reads the stored values and the snapshots of entities the batch meets for
+the first time since their partition was assigned (or rewound); a batch whose entities are all
+in memory and with no stored features makes none. A checkpoint writes the changed entities'
+snapshots in one more round trip before committing offsets (`FeatureStore.persist`).
+
+When Redis fails past the retry budget, a circuit breaker opens for `breaker_open_s`, then one
+probe decides whether to close it. Meanwhile: stored values are the declared defaults; entities
+in memory keep updating and give exact values; entities that would have to be read are scored
+with defaults and not updated (`streamer_feature_updates_skipped_total`); a batch with any
+default value is flagged `features_degraded`; and checkpoints, unable to write the snapshots,
+commit no offsets, so the consumer lag grows until Redis is back.
 """
 
 from __future__ import annotations
@@ -27,117 +45,44 @@ from redis.cluster import RedisCluster, key_slot
 from redis.commands.core import Script
 from redis.utils import HIREDIS_AVAILABLE
 
+from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggregates
+from streamer.entity_state import EntityState, Plan, Snapshot
 from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
-from streamer.records import Columns, EventBatch, has_id
+from streamer.records import Columns, EventBatch
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
 
+__all__ = ["Enrichment", "FeatureStore", "replay_aggregates"]
+
 log = logging.getLogger(__name__)
 
-# KEYS: the aggregate hashes of the batch's distinct entities.
-# ARGV: ttl_ms, apply (1|0), n_aggregates, then per aggregate: name, op, half_life_ms (0 = none),
-#       value_slot (0 = none); then n_values; then the events, in batch order, packed as
-#       little-endian doubles: key_index, partition, offset, time_ms, value_1 .. value_n.
-# Returns per event, per aggregate, the value before the event, packed as little-endian doubles
-# (NaN = undefined). Packing both ways spares a string per number on each side: at 1024 events
-# that was most of the Python time of a round trip. Doubles hold offsets and ms times exactly.
-AGGREGATE_LUA = """
-local ttl, apply, nagg = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
-local aggs, i = {}, 4
-for a = 1, nagg do
-  local name = ARGV[i]
-  aggs[a] = {op = ARGV[i + 1], hl = tonumber(ARGV[i + 2]), slot = tonumber(ARGV[i + 3]),
-             c = name .. ':c', s = name .. ':s', m = name .. ':m'}
-  i = i + 4
+# KEYS: snapshot keys; ARGV: ttl_ms, bytes per key, then the values of all keys end to end.
+# One call sets many keys with their expiry: per key, a SET from Python costs ~5 us of packing;
+# here a key costs a slice of one string.
+PERSIST_LUA = """
+local ttl, size, blob = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for i = 1, #KEYS do
+  local value = string.sub(blob, (i - 1) * size + 1, i * size)
+  if ttl > 0 then redis.call('SET', KEYS[i], value, 'PX', ttl) else redis.call('SET', KEYS[i], value) end
 end
-local nval = tonumber(ARGV[i])
-local events, width = ARGV[i + 1], 4 + nval
-local layout = '<' .. string.rep('d', width)
-local undefined = 0 / 0
-local state, dirty, out, seen, nout = {}, {}, {}, {}, 0
-local pos = 1
-while pos <= #events do
-  local row = {struct.unpack(layout, events, pos)}
-  pos = row[width + 1]
-  local k, off, t = row[1], row[3], row[4]
-  local seen_key = seen[row[2]]
-  if seen_key == nil then seen_key = 'o:' .. string.format('%d', row[2]); seen[row[2]] = seen_key end
-  local s = state[k]
-  if s == nil then  -- parsed once per batch; every field is a number, written back with %.17g
-    s = {}
-    local flat = redis.call('HGETALL', KEYS[k])
-    for j = 1, #flat, 2 do s[flat[j]] = tonumber(flat[j + 1]) end
-    state[k] = s
-  end
-  local ts = s['ts']
-  local last = s[seen_key]
-  local fresh = apply and (last == nil or off > last)
-  for a = 1, nagg do
-    local ag = aggs[a]
-    local f = 1
-    if ag.hl > 0 and ts ~= nil and t > ts then f = 0.5 ^ ((t - ts) / ag.hl) end
-    local c = (s[ag.c] or 0) * f
-    local sum = (s[ag.s] or 0) * f
-    local m = s[ag.m]
-    local r = undefined
-    if ag.op == 'count' then r = c
-    elseif ag.op == 'sum' then r = sum
-    elseif ag.op == 'mean' then if c > 0 then r = sum / c end
-    elseif ag.op == 'max' then if m ~= nil then r = m end
-    elseif ag.op == 'since_last' then if ts ~= nil then r = (t - ts) / 1000 end
-    end
-    nout = nout + 1
-    out[nout] = r
-    if fresh then
-      if ag.op == 'count' or ag.op == 'sum' or ag.op == 'mean' then
-        s[ag.c] = c + 1
-        if ag.slot > 0 then s[ag.s] = sum + row[4 + ag.slot] else s[ag.s] = sum end
-      elseif ag.op == 'max' then
-        local v = 0
-        if ag.slot > 0 then v = row[4 + ag.slot] end
-        if m == nil or v > m then s[ag.m] = v end
-      end
-    end
-  end
-  if fresh then
-    if ts == nil or t > ts then s['ts'] = t end
-    s[seen_key] = off
-    dirty[k] = true
-  end
-end
-for k, _ in pairs(dirty) do
-  local flat = {}
-  for field, value in pairs(state[k]) do
-    flat[#flat + 1] = field
-    flat[#flat + 1] = string.format('%.17g', value)
-  end
-  redis.call('HSET', KEYS[k], unpack(flat))
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
-end
--- packed 64 at a time: one struct.pack per value was a third of the script's run time
-local packed = {}
-for j = 1, nout, 64 do
-  local last = math.min(j + 63, nout)
-  packed[#packed + 1] = struct.pack('<' .. string.rep('d', last - j + 1), unpack(out, j, last))
-end
-return table.concat(packed)
+return #KEYS
 """
 
-
-SCRIPT_MAX_EVENTS = 1024  # about 25 ms of script on the bench machine
+PERSIST_MAX_KEYS = 2048  # per script call: a few ms of Redis, well inside a socket timeout
 
 
 class KeyLayout:
-    """Every Redis key the worker reads or writes, in one place. Aggregate keys put the entity id
-    in a hash tag, so one entity's state lives in one Redis Cluster slot."""
+    """Every Redis key the worker reads or writes, in one place. Snapshot keys put the entity id
+    in a hash tag, so one entity's state lives in one Redis Cluster slot; they name the state
+    layout and the input partition that owns the state."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def aggregate(self, entity_field: str, entity_id: str) -> str:
-        return f"{self.prefix}:agg:{entity_field}:{{{entity_id}}}"
+    def aggregate(self, group: AggregateGroup, entity_id: str, partition: int) -> str:
+        return f"{self.prefix}:agg:{group.digest}:{group.entity}:{{{entity_id}}}:{partition}"
 
     @staticmethod
     def stored(template: str, entity_id: str) -> str:
@@ -171,15 +116,6 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True)
-class _AggregateGroup:
-    """The aggregates over one entity field: one Lua call (per slot, on a cluster)."""
-
-    entity: str
-    features: tuple[Entity, ...]
-    values: tuple[str, ...]  # the input fields aggregated, in value-slot order
-
-
-@dataclass(frozen=True)
 class _StoredGroup:
     """The stored features under one key template: one HMGET per distinct entity."""
 
@@ -201,30 +137,45 @@ class FeatureStore:
         spec: FeatureSpec,
         metrics: Metrics,
         time_field: str,
+        partition_key: str | None,
         clock: Callable[[], float] = time.monotonic,
         offline: bool = False,
     ) -> None:
-        """`offline`: aggregates come from the in-process twin and Redis is only read for stored
-        values, so a backfill or replay reproduces what the worker computed and writes nothing."""
+        """`partition_key`: the input field the input topic is keyed by; every aggregate must be
+        over it. `offline`: aggregates come from the in-process twin over the whole input in
+        order, and Redis is only read for stored values, so a backfill or replay reproduces what
+        the worker computed and writes nothing."""
         self.settings = settings
         self.time_field = time_field
-        self.replayer = AggregateReplayer(spec.entity_features(), time_field) if offline else None
         self.features = spec.entity_features()
         self.metrics = metrics
         self.keys = KeyLayout(settings.key_prefix)
         self.breaker = CircuitBreaker(settings.breaker_open_s, clock)
         self.retrying = bounded("redis", settings.retries, settings.max_stall_ms / 1000, metrics)
-        self.aggregates: list[_AggregateGroup] = []
+        self.replayer = AggregateReplayer(self.features, time_field) if offline else None
+        self.state: EntityState | None = None
+        groups = AggregateGroup.of(self.features)
+        if groups and not offline:
+            self.state = self._owned_state(groups, partition_key)
         self.stored: list[_StoredGroup] = []
-        for entity in dict.fromkeys(f.entity for f in self.features if f.aggregate):
-            group = tuple(f for f in self.features if f.aggregate and f.entity == entity)
-            values = tuple(dict.fromkeys(f.of for f in group if f.of))
-            self.aggregates.append(_AggregateGroup(entity, group, values))
         for entity, template in dict.fromkeys((f.entity, f.key) for f in self.features if f.key):
             group = tuple(f for f in self.features if f.key == template and f.entity == entity)
             self.stored.append(_StoredGroup(entity, str(template), group))
         self._client: redis.Redis | RedisCluster | None = None
-        self._script: Script | None = None
+        self._persist_script: Script | None = None
+
+    def _owned_state(self, groups: list[AggregateGroup], partition_key: str | None) -> EntityState:
+        """The one group of aggregates the partitioning makes exact; any other is refused."""
+        for group in groups:
+            if group.entity != partition_key:
+                names = [f.name for f in group.features]
+                raise Fatal(
+                    f"entity features {names} aggregate over {group.entity!r}, but the input topic is keyed by "
+                    f"{partition_key!r} (features.partition_key): only aggregates over the partition key are exact; "
+                    f"key the input by {group.entity!r} and set features.partition_key, or serve them as stored values"
+                )
+        group = groups[0]
+        return EntityState(group, self.time_field, lambda entity_id, p: self.keys.aggregate(group, entity_id, p))
 
     def needed_fields(self) -> set[str]:
         return {f.entity for f in self.features} | {f.of for f in self.features if f.of} | {self.time_field}
@@ -252,7 +203,7 @@ class FeatureStore:
                 }
             factory = RedisCluster.from_url if s.cluster else redis.Redis.from_url
             self._client = factory(s.url, **options)
-            self._script = self._client.register_script(AGGREGATE_LUA)
+            self._persist_script = self._client.register_script(PERSIST_LUA)
         return self._client
 
     def start(self) -> None:
@@ -267,110 +218,135 @@ class FeatureStore:
             log.warning("redis unreachable at start (%s); serving defaults until it answers", exc)
             self.breaker.failed()
 
-    def enrich(self, events: EventBatch, update: bool = True) -> Enrichment:
-        """The entity feature columns of a batch: the values before each event, in batch order."""
+    def enrich(self, events: EventBatch) -> Enrichment:
+        """The entity feature columns of a batch: the values before each event, in batch order.
+        Aggregates are applied to the state as a side effect (batches must come in order)."""
         if not self.features or not len(events):
             return Enrichment({}, False)
-        columns = self._defaults(self.features, len(events))
+        columns = self._defaults((f for f in self.features if f.key), len(events))
         if self.replayer is not None:
             columns |= self.replayer.replay(events.columns)
-        if not self.stored and (self.replayer is not None or not self.aggregates):
-            return Enrichment(columns, False)
-        if self.breaker.allows_call():
-            try:
-                columns |= self.retrying(self._round_trip, events, update)
-                self.breaker.succeeded()
-                self.metrics.feature_breaker_open.set(0)
-                return Enrichment(columns, False)
-            except Retriable as exc:
-                log.warning("redis failed after retries: %s", exc)
-                self.breaker.failed()
-                self.metrics.feature_breaker_open.set(1)
-        self.metrics.features_degraded.inc(len(events))
-        if update and self.aggregates and self.replayer is None:
-            self.metrics.feature_updates_skipped.inc(len(events))
-        return Enrichment(columns, True)
+        plan = self.state.plan(events) if self.state is not None else None
+        reads = bool(self.stored) or (plan is not None and len(plan.missing) > 0)
+        degraded = reads and not self._read(events, plan, columns)
+        if plan is not None:
+            assert self.state is not None
+            aggregates, skipped = self.state.advance(events, plan)
+            columns |= aggregates
+            if skipped:
+                self.metrics.feature_updates_skipped.inc(skipped)
+        if degraded:
+            self.metrics.features_degraded.inc(len(events))
+        return Enrichment(columns, degraded)
+
+    def _read(self, events: EventBatch, plan: Plan | None, columns: Columns) -> bool:
+        """Stored values into `columns` and snapshots into the state: False if Redis failed."""
+        if not self.breaker.allows_call():
+            return False
+        try:
+            stored, snapshots = self.retrying(self._round_trip, events, plan)
+        except Retriable as exc:
+            log.warning("redis failed after retries: %s", exc)
+            self._failed()
+            return False
+        self._succeeded()
+        columns |= stored
+        if plan is not None and self.state is not None:
+            found = self.state.load(plan, snapshots)
+            self.metrics.cache_hits.inc(found)
+            self.metrics.cache_misses.inc(len(snapshots) - found)
+        return True
+
+    def _failed(self) -> None:
+        self.breaker.failed()
+        self.metrics.feature_breaker_open.set(1)
+
+    def _succeeded(self) -> None:
+        self.breaker.succeeded()
+        self.metrics.feature_breaker_open.set(0)
 
     @staticmethod
     def _defaults(features: Iterable[Entity], n: int) -> Columns:
         return {f.name: np.full(n, f.default, np.float32) for f in features}
 
-    def _round_trip(self, events: EventBatch, update: bool) -> Columns:
-        """Everything Redis serves for this batch, in one pipeline: one round trip."""
+    def _round_trip(self, events: EventBatch, plan: Plan | None) -> tuple[Columns, list[bytes | None]]:
+        """Everything Redis serves for this batch, in one pipeline: one round trip. Only reads,
+        so a retried round trip changes nothing."""
         pipe = self.client.pipeline(transaction=False)
-        served = [f for f in self.features if f.key or self.replayer is None]
-        columns = self._defaults(served, len(events))
-        readers: list[tuple[int, Callable[[list[Any]], None]]] = []
-        if self.replayer is None:
-            for group in self.aggregates:
-                readers.extend(self._queue_aggregates(pipe, group, events, update, columns))
-        for stored in self.stored:
-            readers.append(self._queue_stored(pipe, stored, events, columns))
+        keys = plan.keys if plan is not None else []
+        if keys and self.settings.cluster:  # a cluster pipeline cannot MGET across slots
+            for key in keys:
+                pipe.get(key)
+        elif keys:
+            pipe.mget(keys)
+        columns = self._defaults((f for f in self.features if f.key), len(events))
+        readers = [self._queue_stored(pipe, stored, events, columns) for stored in self.stored]
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:  # down, timed out, loading, read-only replica, …
             raise Retriable(f"redis: {exc}") from exc
-        start = 0
+        start = (len(keys) if self.settings.cluster else 1) if keys else 0
+        snapshots = replies[:start] if self.settings.cluster or not keys else replies[0]
         for count, read in readers:
             read(replies[start : start + count])
             start += count
-        return columns
+        return columns, snapshots
 
-    def _queue_aggregates(
-        self, pipe: Any, group: _AggregateGroup, events: EventBatch, update: bool, columns: Columns
-    ) -> list[tuple[int, Callable[[list[Any]], None]]]:
-        """One script call, or one per hash slot on a cluster (a script's keys share a slot)."""
-        assert self._script is not None
-        identified = np.flatnonzero(has_id(events.columns[group.entity]))  # the rest keep defaults, update nothing
-        if not len(identified):
-            return []
-        events = events.take(identified)
-        ids = events.columns[group.entity].astype(str)
-        unique, inverse = np.unique(ids, return_inverse=True)
-        keys = [self.keys.aggregate(group.entity, entity_id) for entity_id in unique.tolist()]
-        header: list[Any] = [int(self.settings.ttl_s * 1000), 1 if update else 0, len(group.features)]
-        for feature in group.features:
-            slot = group.values.index(feature.of) + 1 if feature.of else 0
-            header += [feature.name, feature.aggregate, (feature.half_life_s or 0) * 1000, slot]
-        header.append(len(group.values))
-        table = np.empty((len(events), 4 + len(group.values)), dtype="<f8")  # the script's event layout
-        table[:, 1], table[:, 2], table[:, 3] = events.partitions, events.offsets, events.columns[self.time_field]
-        for slot, value in enumerate(group.values, start=4):
-            table[:, slot] = events.columns[value]
-        if self.settings.cluster:
-            slots = np.array([key_slot(k.encode()) for k in keys])[inverse]
-            calls = [np.flatnonzero(slots == slot) for slot in np.unique(slots)]
+    def persist(self, offsets: dict[int, int]) -> None:
+        """Write the snapshots of the entities changed since the last one, tagged with `offsets`
+        (per partition, the offset about to be committed), in one round trip. Raises `Retriable`
+        if Redis cannot take them: the checkpoint must then not commit those offsets."""
+        if self.state is None:
+            return
+        snapshot = self.state.snapshot(offsets)
+        if not snapshot.keys:
+            return
+        if not self.breaker.allows_call():
+            raise Retriable("redis circuit breaker open: state snapshot not written")
+        try:
+            self.retrying(self._write, snapshot)
+        except Retriable:
+            self._failed()
+            raise
+        self._succeeded()
+        self.state.written(snapshot)
+
+    def _write(self, snapshot: Snapshot) -> None:
+        assert self.state is not None
+        pipe = self.client.pipeline(transaction=False)
+        assert self._persist_script is not None
+        size = 2 * self.state.version_bytes
+        values = np.frombuffer(snapshot.blob, np.uint8).reshape(len(snapshot.keys), size)
+        rows = np.arange(len(snapshot.keys))
+        if self.settings.cluster:  # a script's keys must share a slot
+            slots = np.array([key_slot(k.encode()) for k in snapshot.keys])
+            calls = [rows[slots == slot] for slot in np.unique(slots)]
         else:
-            calls = [np.arange(len(events))]
-        # Redis runs a script to the end before anything else, and the reply must come within
-        # timeout_ms: a script per SCRIPT_MAX_EVENTS events, pipelined, bounds both. Later
-        # scripts see what earlier ones wrote, so an entity's events still apply in order.
-        calls = [part for rows in calls for part in np.array_split(rows, max(1, -(-len(rows) // SCRIPT_MAX_EVENTS)))]
-        readers = []
-        for rows in calls:
-            call_keys, local = np.unique(inverse[rows], return_inverse=True)
-            packed = table[rows]
-            packed[:, 0] = local + 1  # Lua tables count from 1
-            self._script(keys=[keys[k] for k in call_keys.tolist()], args=[*header, packed.tobytes()], client=pipe)
-            readers.append((1, self._aggregate_reader(group, identified[rows], columns)))
-        return readers
+            calls = [rows]
+        ttl = int(self.settings.ttl_s * 1000)
+        for slot_rows in calls:
+            for part in np.array_split(slot_rows, -(-len(slot_rows) // PERSIST_MAX_KEYS)):
+                keys = [snapshot.keys[i] for i in part.tolist()]
+                self._persist_script(keys=keys, args=[ttl, size, values[part].tobytes()], client=pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise Retriable(f"redis: {exc}") from exc
 
-    def _aggregate_reader(
-        self, group: _AggregateGroup, rows: np.ndarray, columns: Columns
-    ) -> Callable[[list[Any]], None]:
-        def read(replies: list[Any]) -> None:
-            table = np.frombuffer(replies[0], dtype="<f8").reshape(len(rows), len(group.features))
-            for j, feature in enumerate(group.features):
-                self._fill(columns[feature.name], rows, table[:, j], feature.default)
+    def committed(self) -> None:
+        """The offsets the last written snapshots were tagged with are committed."""
+        if self.state is not None:
+            self.state.committed()
 
-        return read
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions revoked, lost or rewound: their state is read again from the snapshots."""
+        if self.state is not None:
+            self.state.forget(partitions)
 
     def _queue_stored(
         self, pipe: Any, group: _StoredGroup, events: EventBatch, columns: Columns
     ) -> tuple[int, Callable[[list[Any]], None]]:
-        ids = events.columns[group.entity]
-        identified = np.flatnonzero(has_id(ids))  # the rest keep defaults
-        unique, inverse = np.unique(ids[identified].astype(str), return_inverse=True)
+        unique, inverse = np.unique(events.columns[group.entity].astype(str), return_inverse=True)
         fields = [f.field or f.name for f in group.features]
         for entity_id in unique.tolist():
             pipe.hmget(self.keys.stored(group.template, entity_id), fields)
@@ -378,78 +354,15 @@ class FeatureStore:
         def read(replies: list[Any]) -> None:
             table = np.array(replies, dtype=object).reshape(len(unique), len(fields))[inverse]
             for j, feature in enumerate(group.features):
-                self._fill(columns[feature.name], identified, table[:, j], feature.default)
+                self._fill(columns[feature.name], table[:, j], feature.default)
 
         return len(unique), read
 
-    def _fill(self, column: np.ndarray, rows: np.ndarray, replies: np.ndarray, default: float) -> None:
-        """Write replies into `column`: doubles (NaN absent) or HMGET bytes (nil absent); absent
-        values keep the default."""
-        numeric = replies.dtype == np.float64
-        present = ~np.isnan(replies) if numeric else (replies != b"") & (replies != None)  # noqa: E711
+    def _fill(self, column: np.ndarray, replies: np.ndarray, default: float) -> None:
+        """Write HMGET replies into `column`; absent values (nil, empty) keep the default."""
+        present = (replies != b"") & (replies != None)  # noqa: E711
         self.metrics.cache_hits.inc(int(present.sum()))
         self.metrics.cache_misses.inc(int((~present).sum()))
         if present.any():
-            column[rows[present]] = replies[present].astype(np.float64)  # float() parses bytes
-        column[rows[~present]] = default
-
-
-class AggregateReplayer:
-    """The worker's aggregates computed in Python, row by row: the offline twin of AGGREGATE_LUA
-    (same arithmetic, same order, same doubles), so training data and offline scoring see the
-    values the worker would have read. State persists across calls; rows must come in event order."""
-
-    def __init__(self, features: tuple[Entity, ...], time_field: str) -> None:
-        self.aggregates = [f for f in features if f.aggregate]
-        self.time_field = time_field
-        self.states: dict[tuple[str, Any], dict[str, float]] = {}
-
-    def replay(self, columns: Columns) -> Columns:
-        n = len(columns[self.time_field])
-        out = {f.name: np.full(n, f.default, np.float32) for f in self.aggregates}
-        times = columns[self.time_field].tolist()
-        ids = {f.entity: columns[f.entity].tolist() for f in self.aggregates}
-        identified = {f.entity: has_id(columns[f.entity]).tolist() for f in self.aggregates}
-        values = {f.of: columns[f.of].astype(np.float64).tolist() for f in self.aggregates if f.of}
-        for i, t in enumerate(times):
-            touched: set[tuple[str, Any]] = set()
-            for f in self.aggregates:
-                if not identified[f.entity][i]:
-                    continue  # no entity: the default, and no state to update
-                key = (f.entity, ids[f.entity][i])
-                state = self.states.setdefault(key, {})
-                before = self._step(f, state, t, values[f.of][i] if f.of else 0.0)
-                if before is not None:
-                    out[f.name][i] = before
-                touched.add(key)
-            for key in touched:
-                ts = self.states[key].get("ts")
-                self.states[key]["ts"] = t if ts is None or t > ts else ts
-        return out
-
-    @staticmethod
-    def _step(f: Entity, state: dict[str, float], t: float, v: float) -> float | None:
-        """The value before this event; then the event is applied to `state`."""
-        ts = state.get("ts")
-        decay = 1.0
-        if f.half_life_s and ts is not None and t > ts:
-            decay = 0.5 ** ((t - ts) / (f.half_life_s * 1000))
-        count, total = state.get(f"{f.name}:c", 0.0) * decay, state.get(f"{f.name}:s", 0.0) * decay
-        maximum = state.get(f"{f.name}:m")
-        before = {
-            "count": count,
-            "sum": total,
-            "mean": total / count if count > 0 else None,
-            "max": maximum,
-            "since_last": (t - ts) / 1000 if ts is not None else None,
-        }[str(f.aggregate)]
-        if f.aggregate in ("count", "sum", "mean"):
-            state[f"{f.name}:c"], state[f"{f.name}:s"] = count + 1, total + v
-        elif f.aggregate == "max" and (maximum is None or v > maximum):
-            state[f"{f.name}:m"] = v
-        return before
-
-
-def replay_aggregates(features: tuple[Entity, ...], columns: Columns, time_field: str) -> Columns:
-    """Aggregates over a whole training set in one go (see `AggregateReplayer`)."""
-    return AggregateReplayer(features, time_field).replay(columns)
+            column[present] = replies[present].astype(np.float64)  # float() parses bytes
+        column[~present] = default

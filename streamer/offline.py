@@ -53,7 +53,7 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
     check_event_contract(event, input_codec, outputs.scored_codec)
     outputs.check()
     model = load_model(settings.model, input_codec.field_types)
-    features = FeatureStore(settings.features, model.spec, Metrics.create(), event.time_field, offline=True)
+    features = FeatureStore(settings.features, model.spec, Metrics.create(), event.time_field, None, offline=True)
     features.check_schema(input_codec.field_types)
     check_entity_features(model.spec, input_codec)
     features.start()
@@ -68,7 +68,7 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
         for decoded, letters in input_codec.decode_container(source, batching.max_batch_size):
             read += len(decoded) + len(letters)
             events, refused = pipeline.admit(decoded, entity_fields, event.missing_entity, needed)
-            enrichment = features.enrich(events, update=False)
+            enrichment = features.enrich(events)
             scored, rejected = pipeline.score_batch(
                 Serving(model),
                 events,

@@ -249,9 +249,18 @@ class FeatureStoreSettings(Section):
     username: str | None = Field(None, description="ACL user for AUTH.")
     password: SecretStr | None = Field(None, description="AUTH password; prefer STREAMER_FEATURES__PASSWORD.")
     tls: RedisTlsSettings | None = Field(None, description="TLS files; the url must be rediss://.")
-    cluster: bool = Field(False, description="Redis Cluster: one script call per hash slot, pipelined.")
-    key_prefix: str = Field("streamer", description="Prefix of every key the worker writes.")
-    ttl_s: float = Field(7 * 86400, ge=0, description="Expiry of aggregate keys after their last update; 0 = never.")
+    cluster: bool = Field(False, description="Redis Cluster: snapshot writes go as one script call per hash slot.")
+    key_prefix: str = Field(
+        "streamer", description="Prefix of every key the worker writes; one per consumer group (state is per group)."
+    )
+    partition_key: str | None = Field(
+        None,
+        description="Input field the input topic is keyed by (default: event.entity_field). Aggregates must be over "
+        "it: only then is each entity's state owned by one partition and exact under replay.",
+    )
+    ttl_s: float = Field(
+        7 * 86400, ge=0, description="Expiry of an entity's state snapshot after its last write; 0 = never."
+    )
     timeout_ms: float = Field(100, gt=0, description="Socket timeout of one Redis call.")
     max_stall_ms: float = Field(
         250, gt=0, description="Upper bound a batch waits on Redis, retries included, before using defaults."

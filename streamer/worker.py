@@ -159,10 +159,14 @@ class Worker:
         model = self.lifecycle.start().primary
         event = self.settings.event
         self._entity_fields = pipeline.entity_fields(event.entity_field, model)
-        self.features = FeatureStore(self.settings.features, model.spec, self.metrics, event.time_field, self.clock)
+        partition_key = self.settings.features.partition_key or event.entity_field
+        self.features = FeatureStore(
+            self.settings.features, model.spec, self.metrics, event.time_field, partition_key, self.clock
+        )
         self.features.check_schema(self.input_codec.field_types)
         check_entity_features(model.spec, self.input_codec)
         self.features.start()
+        self.checkpoint.state = self.features  # snapshots are written before each commit
         if self.settings.drift.enabled:
             self.drift = self._drift_tap(model)
         self._warm = True
@@ -473,13 +477,15 @@ class Worker:
             log.warning("checkpoint deferred: %s", exc)
 
     def _rewind(self) -> None:
-        """Back to the last commit: abort (or replace) the producer, forget pending work, seek."""
-        if self._in_flight is not None:  # replayed from the last commit; Redis counts it once
+        """Back to the last commit: abort (or replace) the producer, forget pending work and the
+        entity state since (read again from the snapshot at the commit), seek."""
+        if self._in_flight is not None:  # replayed from the last commit
             self._in_flight[1].result()
             self._in_flight = None
         self.sink.abort(self.settings.delivery.flush_timeout_s)
         self.batcher.clear()
         self.checkpoint.clear()
+        self._forget_state(sorted(self.source.assigned))
         self.source.rewind()
 
     def _drain(self) -> None:
@@ -497,8 +503,15 @@ class Worker:
             log.info("dropped %d pending events of revoked partitions", dropped)
         self._commit()
         self.checkpoint.forget(partitions)
+        self._forget_state(partitions)
 
     def _on_lost(self, partitions: list[int]) -> None:
         self._finish_in_flight(without_partitions=partitions)
         self.batcher.drop_partitions(partitions)
         self.checkpoint.forget(partitions)
+        self._forget_state(partitions)
+
+    def _forget_state(self, partitions: list[int]) -> None:
+        """The next owner (maybe this member again) reads the state from the last snapshot."""
+        if self.features is not None:
+            self.features.forget(partitions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import numpy as np
 from confluent_kafka import KafkaException, TopicPartition
@@ -16,6 +17,14 @@ from streamer.kafka.producer import KafkaSink, Refusal
 log = logging.getLogger(__name__)
 
 
+class SnapshotState(Protocol):
+    """State whose snapshot must be durable before the offsets it corresponds to commit."""
+
+    def persist(self, offsets: dict[int, int]) -> None: ...
+
+    def committed(self) -> None: ...
+
+
 class Checkpoint:
     """Tracks the next offset to commit per partition whose outputs have been produced.
 
@@ -23,11 +32,15 @@ class Checkpoint:
       1. at least once: flush the producer; if any output was not acknowledged, raise
          `OutputsLost` and commit nothing. Outputs refused for good go to `on_refused` (which
          dead-letters them) and those letters are flushed too: rewinding cannot change a
-         refusal. Exactly once: send the offsets to the open transaction and commit it; on
-         failure it is aborted and `OutputsLost` raised;
-      2. at least once: commit, synchronously, the next offsets of partitions this member
-         still owns, never past an event still pending in the batcher;
-      3. forget what was committed, and the partitions no longer owned.
+         refusal;
+      2. write the state snapshot tagged with the offsets about to commit (`state.persist`);
+         if it fails, raise `Retriable` and commit nothing;
+      3. at least once: commit, synchronously, the next offsets of partitions this member
+         still owns, never past an event still pending in the batcher. Exactly once: send the
+         offsets to the open transaction and commit it; on failure it is abandoned and
+         `OutputsLost` raised;
+      4. tell the state its snapshot is committed; forget what was committed, and the
+         partitions no longer owned.
     A failed commit keeps its offsets for the next checkpoint; after `OutputsLost` the worker
     calls `clear()` and rewinds its consumer to the last committed offsets.
     """
@@ -47,6 +60,7 @@ class Checkpoint:
         self.interval_s = interval_s
         self.flush_timeout_s = flush_timeout_s
         self.clock = clock
+        self.state: SnapshotState | None = None
         self._next_offsets: dict[int, int] = {}
         self._last_commit = clock()
 
@@ -65,6 +79,7 @@ class Checkpoint:
         can be done before an earlier event of its partition; the commit stops at that event."""
         owned = {p: min(o, pending.get(p, o)) for p, o in self._next_offsets.items() if p in self.source.assigned}
         if self.sink.transactional:
+            self._persist(owned)
             offsets = [TopicPartition(self.source.topic, p, o) for p, o in owned.items()]
             self.sink.commit_transaction(offsets, self.source.group_metadata(), self.flush_timeout_s)
         else:
@@ -73,14 +88,21 @@ class Checkpoint:
             if refused:
                 self.on_refused(refused)
                 self.sink.flush(self.flush_timeout_s)
+            self._persist(owned)
             try:
                 self.source.commit(owned)
             except KafkaException as exc:
                 raise Retriable(f"commit failed: {exc.args[0].str()}") from exc
+        if self.state is not None:
+            self.state.committed()
         # Keep what the pending floor held back; drop partitions no longer owned.
         self._next_offsets = {p: o for p, o in self._next_offsets.items() if p in owned and owned[p] < o}
         self._last_commit = self.clock()
         return owned
+
+    def _persist(self, owned: dict[int, int]) -> None:
+        if self.state is not None and owned:
+            self.state.persist(owned)
 
     def clear(self) -> None:
         self._next_offsets.clear()

@@ -27,7 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.codec import AvroCodec
 from streamer.demo import rows_of, synth_payments
+from streamer.features import replay_aggregates
 from streamer.kafka.admin import create_topics
+from streamer.model import load_model
+from streamer.pipeline import to_tensors
 from streamer.records import Columns
 from streamer.settings import Settings
 from tests.conftest import SCHEMAS
@@ -248,6 +251,15 @@ def read_topic(connection: str | Mapping[str, Any], topic: str, expected: int, t
     finally:
         consumer.close()
     return found
+
+
+def offline_scores(settings: Settings, columns: Columns) -> dict[str, float]:
+    """Per event id, the model's score with the offline twin's aggregates over `columns`, in order."""
+    model = load_model(settings.model, AvroCodec(settings.schemas.input).field_types)
+    n = len(columns[settings.model.key_field])
+    columns = columns | replay_aggregates(model.spec.entity_features(), columns, settings.model.time_field)
+    scores = model.signature(**to_tensors(columns, model.inputs, n))[settings.model.score_output].numpy()
+    return dict(zip(columns[settings.model.key_field], scores.astype(np.float64).tolist(), strict=True))
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:

@@ -23,7 +23,7 @@ from streamer.codec import AvroCodec
 from streamer.settings import Settings
 from streamer.worker import Worker
 from tests.conftest import ROOT, SCHEMAS
-from tests.integration.conftest import PrivateStack, SettingsFactory, SteadyProducer, read_topic
+from tests.integration.conftest import PrivateStack, SettingsFactory, SteadyProducer, offline_scores, read_topic
 from tests.integration.test_cli import write_config
 
 KILLS = int(os.environ.get("STREAMER_CHAOS_KILLS", "5"))
@@ -48,18 +48,31 @@ def spawn(config: Path, worker_id: str, static: bool = False) -> subprocess.Pope
     )
 
 
-def scored_ids(settings: Settings, expected: int, timeout_s: float = 120) -> Counter[str]:
+def scored(settings: Settings, expected: int, timeout_s: float = 120) -> list[tuple[str, float]]:
+    """(event id, score) of every committed copy on the scored topic."""
     codec = AvroCodec(SCHEMAS / "scored_payment.avsc")
     committed = {**settings.admin_config(), "isolation.level": "read_committed"}
     messages = read_topic(committed, settings.topics.scored, expected, timeout_s=timeout_s)
-    return Counter(codec.decode_one(m.value)["event_id"] for m in messages)
+    return [(row["event_id"], row["score"]) for row in (codec.decode_one(m.value) for m in messages)]
 
 
-def check(ids: Counter[str], sent: list[str], mode: str) -> None:
+def check(copies: list[tuple[str, float]], producer: SteadyProducer, mode: str) -> None:
+    """Every event scored (once, exactly once), every copy with the same score, equal to the
+    offline twin's on the events as sent (each card's events in one partition, in send order)."""
+    sent = producer.ids
+    ids = Counter(event_id for event_id, _ in copies)
     assert set(ids) == set(sent), f"{len(set(sent) - set(ids))} events lost"
     if mode == "exactly_once":
         duplicated = {k: n for k, n in ids.items() if n > 1}
         assert not duplicated, f"{len(duplicated)} events scored more than once, e.g. {list(duplicated)[:3]}"
+    scores: dict[str, set[float]] = {}
+    for event_id, score in copies:
+        scores.setdefault(event_id, set()).add(score)
+    differ = {k: sorted(v) for k, v in scores.items() if len(v) > 1}
+    assert not differ, f"{len(differ)} events have copies with different scores, e.g. {list(differ.items())[:3]}"
+    offline = offline_scores(producer.settings, AvroCodec(producer.settings.schemas.input).columns_of(producer.rows))
+    gap = max(abs(score - offline[event_id]) for event_id, score in copies)
+    assert gap <= 1e-6, f"streamed scores differ from the offline twin's by up to {gap}"
 
 
 def wait_until_serving(config: Path, worker_id: str, timeout_s: float = 60) -> None:
@@ -91,9 +104,9 @@ def test_sigkill_at_random_points(make_settings: SettingsFactory, tmp_path: Path
     worker = spawn(config, "chaos-member", static=True)
     wait_until_serving(config, "chaos-member")
     producer.join()
-    ids = scored_ids(settings, len(producer.ids))
+    copies = scored(settings, len(producer.ids))
     stop(worker)
-    check(ids, producer.ids, mode)
+    check(copies, producer, mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -113,9 +126,9 @@ def test_scale_one_three_one_under_load(make_settings: SettingsFactory, tmp_path
     for worker in extra:
         stop(worker)
     producer.join()
-    ids = scored_ids(settings, len(producer.ids))
+    copies = scored(settings, len(producer.ids))
     stop(first)
-    check(ids, producer.ids, mode)
+    check(copies, producer, mode)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -140,7 +153,7 @@ def test_broker_restart_mid_stream(
 
         def stop_when_all_scored() -> None:
             producer.join()
-            scored_ids(settings, len(producer.ids))
+            scored(settings, len(producer.ids))
             worker.stop()
 
         helpers = [threading.Thread(target=restart_broker), threading.Thread(target=stop_when_all_scored)]
@@ -150,6 +163,6 @@ def test_broker_restart_mid_stream(
         worker.run(timeout_s=180)  # the same worker throughout: it must recover by itself
         for helper in helpers:
             helper.join()
-        check(scored_ids(settings, len(producer.ids)), producer.ids, mode)
+        check(scored(settings, len(producer.ids)), producer, mode)
     finally:
         stack.down()

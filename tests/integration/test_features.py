@@ -1,16 +1,18 @@
 """The feature stage against a real redis-server started on a free port."""
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
-from streamer import features as features_module
+from streamer.errors import Retriable
 from streamer.features import FeatureStore, replay_aggregates
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec
-from streamer.records import EventBatch
+from streamer.records import Columns, EventBatch
 from streamer.settings import FeatureStoreSettings
 from tests.integration.conftest import RedisServer
 
@@ -31,35 +33,53 @@ SPEC = FeatureSpec.from_dict(
             },
             {"name": "max_amt", "kind": "entity", "entity": "card", "aggregate": "max", "of": "amount", "default": -1},
             {"name": "since", "kind": "entity", "entity": "card", "aggregate": "since_last", "default": -1},
-            {"name": "m_n", "kind": "entity", "entity": "merchant", "aggregate": "count"},
             {"name": "risk", "kind": "entity", "entity": "card", "key": "profile:card:{id}", "default": 0.5},
         ]
     }
 )
+AGGREGATES = tuple(f for f in SPEC.entity_features() if f.aggregate)
 
 
-def store(server: RedisServer, prefix: str, **settings: float) -> FeatureStore:
+def store(server: RedisServer, prefix: str, spec: FeatureSpec = SPEC, **settings: float) -> FeatureStore:
     config = FeatureStoreSettings(url=server.url, key_prefix=prefix, **settings)  # type: ignore[arg-type]
-    return FeatureStore(config, SPEC, Metrics.create(), "t")
+    return FeatureStore(config, spec, Metrics.create(), "t", "card")
 
 
-def stream(n: int, seed: int = 0) -> EventBatch:
-    """Events of few cards over two partitions, each partition in offset order."""
+def stream(n: int, seed: int = 0, cards: int = 7) -> EventBatch:
+    """Events of few cards over two partitions keyed by card, each partition in offset order."""
     rng = np.random.default_rng(seed)
-    partitions = rng.integers(0, 2, n).astype(np.int32)
+    card = rng.integers(0, cards, n)
+    partitions = (card % 2).astype(np.int32)
     offsets = np.zeros(n, np.int64)
     for p in (0, 1):
         offsets[partitions == p] = np.arange((partitions == p).sum()) + 100
     columns = {
-        "card": rng.choice(np.array([f"c{i}" for i in range(7)], dtype=object), n),
-        "merchant": rng.choice(np.array(["m1", "m2"], dtype=object), n),
+        "card": np.array([f"c{i}" for i in card], dtype=object),
         "amount": np.round(rng.exponential(40, n), 2),
         "t": 1_700_000_000_000 + np.cumsum(rng.integers(1, 120_000, n)).astype(np.int64),
     }
     return EventBatch(columns, partitions, offsets, [None] * n)
 
 
-def test_in_batch_values_equal_one_by_one_and_the_offline_twin(redis_server: RedisServer) -> None:
+def next_offsets(events: EventBatch) -> dict[int, int]:
+    return {int(p): int(events.offsets[events.partitions == p].max()) + 1 for p in np.unique(events.partitions)}
+
+
+def checkpoint(features: FeatureStore, events: EventBatch, commits: bool = True) -> None:
+    """What the worker's checkpoint does after `events`: snapshot, then (unless it fails) commit."""
+    features.persist(next_offsets(events))
+    if commits:
+        features.committed()
+
+
+def assert_identical(got: Columns, expected: Columns) -> None:
+    assert got.keys() == expected.keys()
+    for name, column in expected.items():
+        assert np.max(np.abs(got[name] - column), initial=0) == 0, name
+        np.testing.assert_array_equal(got[name], column, err_msg=name)
+
+
+def test_values_equal_one_by_one_and_the_offline_twin(redis_server: RedisServer) -> None:
     events = stream(300)
     batched = store(redis_server, "batch").enrich(events)
     one_by_one = store(redis_server, "single")
@@ -67,7 +87,7 @@ def test_in_batch_values_equal_one_by_one_and_the_offline_twin(redis_server: Red
     assert not batched.degraded
     for name, column in batched.columns.items():
         np.testing.assert_array_equal(column, np.concatenate([s.columns[name] for s in singles]), err_msg=name)
-    twin = replay_aggregates(SPEC.entity_features(), events.columns, "t")
+    twin = replay_aggregates(AGGREGATES, events.columns, "t")
     for name, column in twin.items():
         np.testing.assert_array_equal(batched.columns[name], column, err_msg=name)  # same doubles
     first = {card: i for i, card in reversed(list(enumerate(events.columns["card"])))}
@@ -75,33 +95,89 @@ def test_in_batch_values_equal_one_by_one_and_the_offline_twin(redis_server: Red
         assert batched.columns["n_all"][i] == 0 and batched.columns["since"][i] == -1, card
 
 
-def test_a_batch_split_across_scripts_reads_what_one_script_reads(
+def test_a_retried_round_trip_gives_the_values_of_one_without_faults(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Large batches go to Redis as several pipelined scripts; an entity's events still apply in
-    batch order across them."""
-    events = stream(300, seed=3)
-    whole = store(redis_server, "whole").enrich(events)
-    monkeypatch.setattr(features_module, "SCRIPT_MAX_EVENTS", 7)
-    split = store(redis_server, "split").enrich(events)
-    assert not split.degraded
-    for name, column in whole.columns.items():
-        np.testing.assert_array_equal(split.columns[name], column, err_msg=name)
+    """Redis ran the round trip but its reply was lost: the retry must not change any value."""
+    events = stream(400, seed=1)
+    clean = store(redis_server, "clean")
+    clean.enrich(events.take(slice(0, 200)))
+    checkpoint(clean, events.take(slice(0, 200)))
+    expected = store(redis_server, "clean").enrich(events.take(slice(200, 400)))  # a restart, fault-free
+
+    faulty = store(redis_server, "clean")
+    real_pipeline = faulty.client.pipeline
+    lost: list[int] = []
+
+    def losing_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        execute: Callable[..., Any] = pipe.execute
+
+        def execute_then_lose(*a: Any, **k: Any) -> Any:
+            replies = execute(*a, **k)
+            if not lost:
+                lost.append(1)
+                raise redis.TimeoutError("Timeout reading from socket")
+            return replies
+
+        pipe.execute = execute_then_lose
+        return pipe
+
+    monkeypatch.setattr(faulty.client, "pipeline", losing_pipeline)
+    got = faulty.enrich(events.take(slice(200, 400)))
+    assert lost and not got.degraded
+    assert faulty.metrics.registry.get_sample_value("streamer_retries_total", {"operation": "redis"}) == 1
+    assert_identical(got.columns, expected.columns)
 
 
-def test_replay_does_not_count_twice(redis_server: RedisServer) -> None:
-    events = stream(200, seed=1)
-    features = store(redis_server, "replay")
-    features.enrich(events.take(slice(0, 150)))
+def test_a_restart_reads_the_state_at_the_committed_offset(redis_server: RedisServer) -> None:
+    events = stream(600, seed=2)
+    first = store(redis_server, "restart")
+    first.enrich(events.take(slice(0, 300)))
+    checkpoint(first, events.take(slice(0, 300)))
+    expected = first.enrich(events.take(slice(300, 600)))
+    restarted = store(redis_server, "restart")  # a new process, nothing in memory
+    assert_identical(restarted.enrich(events.take(slice(300, 600))).columns, expected.columns)
+
+
+def test_an_aborted_transaction_replays_with_the_same_values(redis_server: RedisServer) -> None:
+    events = stream(600, seed=3)
+    features = store(redis_server, "abort")
+    features.enrich(events.take(slice(0, 200)))
+    checkpoint(features, events.take(slice(0, 200)))
+    aborted = events.take(slice(200, 450))
+    expected = features.enrich(aborted)
+    checkpoint(features, aborted, commits=False)  # snapshot written, then the transaction aborts
+    features.forget([0, 1])  # the worker's rewind
+    assert_identical(features.enrich(aborted).columns, expected.columns)
+
+
+def test_a_crash_between_the_snapshot_and_the_commit_replays_with_the_same_values(
+    redis_server: RedisServer,
+) -> None:
+    events = stream(900, seed=4)
+    first = store(redis_server, "crash")
+    for part in (slice(0, 300), slice(300, 500)):
+        first.enrich(events.take(part))
+        checkpoint(first, events.take(part))
+    replayed = events.take(slice(500, 900))
+    expected = first.enrich(replayed)
+    checkpoint(first, replayed, commits=False)  # SIGKILL here: offsets stay at 500
+    assert_identical(store(redis_server, "crash").enrich(replayed).columns, expected.columns)
+
+
+def test_snapshots_expire_and_live_under_the_entity_hash_tag(redis_server: RedisServer) -> None:
     client = redis.Redis(port=redis_server.port)
-    keys = sorted(client.keys("replay:agg:*"))
-    before = {k: client.hgetall(k) for k in keys}
-    features.enrich(events.take(slice(0, 150)))  # crash before commit: the same batch again
-    assert {k: client.hgetall(k) for k in keys} == before
-    features.enrich(events.take(slice(100, 200)))  # overlapping replay: 50 old, 50 new events
-    counts = {k: float(client.hget(k, "n_all:c")) for k in client.keys("replay:agg:card:*")}
-    assert sum(counts.values()) == 200  # each event counted once
-    assert float(client.hget(b"replay:agg:card:{c0}", b"n_all:c")) == (events.columns["card"] == "c0").sum()
+    events = stream(100, seed=5)
+    features = store(redis_server, "keys", ttl_s=60)
+    features.enrich(events)
+    assert client.keys("keys:*") == []  # nothing is written before a checkpoint
+    checkpoint(features, events)
+    keys = sorted(k.decode() for k in client.keys("keys:agg:*"))
+    cards = {(c, p) for c, p in zip(events.columns["card"], events.partitions.tolist(), strict=True)}
+    assert len(keys) == len(cards)
+    assert all(k.split(":")[-2].startswith("{c") and k.split(":")[-2].endswith("}") for k in keys)
+    assert 0 < client.pttl(keys[0]) <= 60_000
 
 
 def test_stored_values_are_read_and_missing_ones_default(redis_server: RedisServer) -> None:
@@ -109,43 +185,57 @@ def test_stored_values_are_read_and_missing_ones_default(redis_server: RedisServ
     client.hset("profile:card:c1", "risk", "0.9")
     client.hset("profile:card:c2", "other", "1")
     events = stream(50, seed=2)
-    result = store(redis_server, "stored").enrich(events, update=False)
+    result = store(redis_server, "stored").enrich(events)
     cards = events.columns["card"]
     assert set(result.columns["risk"][cards == "c1"]) == {np.float32(0.9)}
     assert set(result.columns["risk"][cards != "c1"]) == {np.float32(0.5)}
-    assert client.keys("stored:agg:*") == []  # update=False writes nothing
 
 
-def test_outage_serves_defaults_within_the_stall_bound_then_recovers(redis_server: RedisServer) -> None:
-    features = store(redis_server, "outage", max_stall_ms=200, timeout_ms=50, breaker_open_s=0.5)
-    events = stream(64, seed=3)
-    assert not features.enrich(events.take(slice(0, 32))).degraded
+def test_outage_keeps_known_entities_exact_and_commits_nothing_until_redis_is_back(
+    redis_server: RedisServer,
+) -> None:
+    aggregates_only = FeatureSpec(tuple(f for f in SPEC.features if f.name != "risk"))
+    features = store(redis_server, "outage", aggregates_only, max_stall_ms=200, timeout_ms=50, breaker_open_s=0.5)
+    events = stream(240, seed=6, cards=6)
+    known = np.isin(events.columns["card"], ["c0", "c1", "c2", "c3"])
+    met, later = events.take(np.flatnonzero(known[:120])), events.take(np.flatnonzero(known)[known[:120].sum() :])
+    new = events.take(np.flatnonzero(~known[:120]))
+    expected = replay_aggregates(AGGREGATES, EventBatch.concat([met, later]).columns, "t")
+    assert not features.enrich(met.take(slice(0, 20))).degraded
     redis_server.stop()
     started = time.monotonic()
-    down = features.enrich(events.take(slice(32, 48)))
-    assert time.monotonic() - started < 0.5  # retries stay inside max_stall_ms (+ one timeout)
-    assert down.degraded and features.breaker.is_open
-    assert set(down.columns["n_all"]) == {0.0} and set(down.columns["mean_amt"]) == {-1.0}
-    started = time.monotonic()
-    assert features.enrich(events.take(slice(48, 56))).degraded  # breaker open: Redis not even tried
+    during = features.enrich(met.take(slice(20, None)))  # in memory: no Redis call needed
     assert time.monotonic() - started < 0.05
+    assert not during.degraded
+    for name, column in expected.items():
+        np.testing.assert_array_equal(during.columns[name], column[20 : len(met)], err_msg=name)
+    with pytest.raises(Retriable):  # the checkpoint cannot write the snapshot: no offsets commit
+        features.persist(next_offsets(met))
+    unknown = features.enrich(new.take(slice(0, 10)))  # must be read, cannot: defaults, not applied
+    assert unknown.degraded and features.breaker.is_open
+    assert set(unknown.columns["n_all"]) == {0.0} and set(unknown.columns["mean_amt"]) == {-1.0}
+    metrics = features.metrics.registry
+    assert metrics.get_sample_value("streamer_feature_updates_skipped_total") == 10
+    assert metrics.get_sample_value("streamer_features_degraded_events_total") == 10
     redis_server.start()
     time.sleep(0.6)
-    recovered = features.enrich(events.take(slice(56, 64)))
-    assert not recovered.degraded and not features.breaker.is_open
-    assert features.metrics.registry.get_sample_value("streamer_features_degraded_events_total") == 24
+    features.persist(next_offsets(met))  # back: the snapshot goes out at the next checkpoint
+    features.committed()
+    assert not features.breaker.is_open
+    restarted = store(redis_server, "outage", aggregates_only)  # from the offsets that checkpoint committed
+    assert_identical(restarted.enrich(later).columns, {k: v[len(met) :] for k, v in expected.items()})
 
 
 @pytest.mark.parametrize("size", [1, 1024])
-def test_one_pipeline_per_batch(redis_server: RedisServer, size: int) -> None:
+def test_one_round_trip_per_batch_and_none_once_entities_are_in_memory(redis_server: RedisServer, size: int) -> None:
     client = redis.Redis(port=redis_server.port)
     features = store(redis_server, "trips")
-    features.enrich(stream(8, seed=9))  # loads the script
+    features.client.ping()
     executed = []
     real_pipeline = features.client.pipeline
 
-    def counting_pipeline(*args: object, **kwargs: object) -> object:
-        pipe = real_pipeline(*args, **kwargs)  # type: ignore[arg-type]
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
         real_execute = pipe.execute
         pipe.execute = lambda *a, **k: executed.append(len(pipe.command_stack)) or real_execute(*a, **k)
         return pipe
@@ -157,38 +247,19 @@ def test_one_pipeline_per_batch(redis_server: RedisServer, size: int) -> None:
     after = client.info("commandstats")
 
     def calls(command: str) -> int:
-        return int(after[f"cmdstat_{command}"]["calls"]) - int(before.get(f"cmdstat_{command}", {"calls": 0})["calls"])
+        return int(after.get(f"cmdstat_{command}", {"calls": 0})["calls"]) - int(
+            before.get(f"cmdstat_{command}", {"calls": 0})["calls"]
+        )
 
-    # One round trip: two script calls (card and merchant aggregates) and one HMGET per distinct card.
+    # A cold start: one round trip, one MGET of the cards' snapshots and one HMGET per distinct card.
     cards = len(set(events.columns["card"]))
-    assert executed == [2 + cards]
-    assert calls("evalsha") == 2
-    assert calls("hmget") == cards
-
-
-def test_events_without_an_entity_get_defaults_and_touch_no_state(redis_server: RedisServer) -> None:
-    """A null or empty id keys nothing: no shared `{None}` or `{}` aggregate, defaults served,
-    and the other events read what they would read without them; the offline twin agrees."""
-    events = stream(120, seed=5)
-    cards = events.columns["card"].copy()
-    cards[[3, 40, 41]] = None
-    cards[[7, 90]] = ""
-    anonymous = np.isin(np.arange(120), [3, 7, 40, 41, 90])
-    with_gaps = EventBatch({**events.columns, "card": cards}, events.partitions, events.offsets, events.keys)
-    client = redis.Redis(port=redis_server.port)
-    client.hset("profile:card:None", "risk", "0.9")  # what a `None` id would have read
-
-    served = store(redis_server, "anon").enrich(with_gaps)
-    alone = store(redis_server, "named").enrich(with_gaps.take(~anonymous))
-
-    assert not served.degraded
-    for name, column in served.columns.items():
-        default = next(f.default for f in SPEC.entity_features() if f.name == name)
-        if name != "m_n":  # the merchant is known: its own aggregate counts these events
-            assert set(column[anonymous].tolist()) == {default}, name
-            np.testing.assert_array_equal(column[~anonymous], alone.columns[name], err_msg=name)
-    card_keys = {k.decode() for k in client.keys("anon:agg:card:*")}
-    assert card_keys == {f"anon:agg:card:{{{c}}}" for c in set(cards[~anonymous])}
-    twin = replay_aggregates(SPEC.entity_features(), with_gaps.columns, "t")
-    for name, column in twin.items():
-        np.testing.assert_array_equal(served.columns[name], column, err_msg=name)
+    assert executed == [1 + cards]
+    assert calls("mget") == 1 and calls("hmget") == cards
+    features.enrich(stream(size, seed=4))  # the same cards again: only the stored values are read
+    assert executed == [1 + cards, len(set(stream(size, seed=4).columns["card"]))]
+    aggregates_only = store(redis_server, "trips", FeatureSpec(tuple(f for f in SPEC.features if f.name != "risk")))
+    aggregates_only.client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    aggregates_only.enrich(events)
+    executed.clear()
+    aggregates_only.enrich(events)
+    assert executed == []  # every card in memory and nothing stored: no round trip at all
