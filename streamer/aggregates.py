@@ -85,25 +85,34 @@ class AggregateGroup:
         """Events in order: event i belongs to state row `rows[i]`, happened at `times[i]` (ms)
         and carries `values[field][i]`. Writes the value before each event into `out[name][i]`
         (left as is where undefined: the default), then applies the event to `state`."""
+        half_lives = {f.half_life_s for f in self.features if f.half_life_s}
         for step in _steps(rows):
             entity, t = rows[step], times[step]
-            ts = state[entity, TS]
+            current = state[entity]  # one gather and one scatter per step, not per aggregate
+            ts = current[:, TS]
             later = t > ts  # False where ts is NaN: no previous event
+            elapsed = (t - ts)[later]
+            decays = {}
+            for half_life in half_lives:
+                decays[half_life] = np.ones(len(step))
+                decays[half_life][later] = _halvings(elapsed / (half_life * 1000))
             for feature, column in zip(self.features, self.columns, strict=True):
-                self._apply(feature, column, state, entity, step, t, ts, later, values, out[feature.name])
-            state[entity, TS] = np.where(later | np.isnan(ts), t, ts)
+                v = values[feature.of][step] if feature.of else None
+                decay = decays[feature.half_life_s] if feature.half_life_s else None
+                self._apply(feature, current, column, step, t, ts, v, decay, out[feature.name])
+            current[:, TS] = np.where(later | np.isnan(ts), t, ts)
+            state[entity] = current
 
     @staticmethod
     def _apply(
         feature: Entity,
+        current: np.ndarray,
         column: int,
-        state: np.ndarray,
-        entity: np.ndarray,
         step: np.ndarray,
         t: np.ndarray,
         ts: np.ndarray,
-        later: np.ndarray,
-        values: Mapping[str, np.ndarray],
+        v: np.ndarray | None,
+        decay: np.ndarray | None,
         out: np.ndarray,
     ) -> None:
         op = feature.aggregate
@@ -111,18 +120,16 @@ class AggregateGroup:
             seen = ~np.isnan(ts)
             out[step[seen]] = (t[seen] - ts[seen]) / 1000
             return
-        v = values[feature.of][step] if feature.of else np.zeros(len(step))
+        v = np.zeros(len(step)) if v is None else v
         if op == "max":
-            maximum, is_set = state[entity, column], state[entity, column + 1] == 1
+            maximum, is_set = current[:, column], current[:, column + 1] == 1
             out[step[is_set]] = maximum[is_set]
-            replace = ~is_set | (v > maximum)
-            state[entity[replace], column] = v[replace]
-            state[entity, column + 1] = 1
+            current[:, column] = np.where(~is_set | (v > maximum), v, maximum)
+            current[:, column + 1] = 1
             return
-        decay = np.ones(len(step))
-        if feature.half_life_s:
-            decay[later] = _halvings((t[later] - ts[later]) / (feature.half_life_s * 1000))
-        count, total = state[entity, column] * decay, state[entity, column + 1] * decay
+        count, total = current[:, column], current[:, column + 1]
+        if decay is not None:  # x * 1.0 == x: skipping the product changes no bit
+            count, total = count * decay, total * decay
         if op == "count":
             out[step] = count
         elif op == "sum":
@@ -130,7 +137,7 @@ class AggregateGroup:
         else:  # mean
             positive = count > 0
             out[step[positive]] = total[positive] / count[positive]
-        state[entity, column], state[entity, column + 1] = count + 1, total + v
+        current[:, column], current[:, column + 1] = count + 1, total + v
 
 
 def _halvings(exponents: np.ndarray) -> np.ndarray:

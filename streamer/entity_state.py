@@ -44,15 +44,14 @@ KeyOf = Callable[[str, int], str]  # entity id, partition → Redis key
 
 @dataclass
 class Plan:
-    """One batch's aggregate work: the distinct (partition, entity) pairs it meets, their state
-    rows, and which of them must be read from Redis first."""
+    """One batch's aggregate work: each event's state row, and the entities to read first."""
 
-    pair: np.ndarray  # per event: index of its distinct pair
-    rows: np.ndarray  # per distinct pair: state row, -1 while not in memory
-    partitions: np.ndarray  # per distinct pair
-    ids: list[str]  # per distinct pair
-    missing: np.ndarray  # indices of the distinct pairs not in memory
-    keys: list[str]  # Redis keys of the missing pairs, in `missing` order
+    rows: np.ndarray  # per event: state row, -1 while its entity is not in memory
+    waiting: np.ndarray  # the events whose entity is not in memory
+    pair: np.ndarray  # per waiting event: index of its entity in `partitions`, `ids`, `keys`
+    partitions: list[int]  # per entity to read
+    ids: list[str]
+    keys: list[str]  # Redis keys of the entities to read
 
 
 @dataclass(frozen=True)
@@ -88,29 +87,30 @@ class EntityState:
         return len(self._keys)
 
     def plan(self, events: EventBatch) -> Plan:
-        ids = events.columns[self.group.entity].astype(str)
-        unique_ids, id_of = np.unique(ids, return_inverse=True)
-        codes = id_of.astype(np.int64) << 32 | events.partitions.astype(np.int64)
-        distinct, pair = np.unique(codes, return_inverse=True)
-        partitions = distinct & 0xFFFFFFFF
-        pair_ids = unique_ids[distinct >> 32].tolist()
-        for p in np.unique(partitions).tolist():
+        column = events.columns[self.group.entity]
+        ids = column if column.dtype == object else column.astype(str).astype(object)
+        rows = np.empty(len(events), np.int64)
+        for p in np.unique(events.partitions).tolist():
+            mine = events.partitions == p
             if p not in self.floors:
-                self.floors[p] = int(events.offsets[events.partitions == p].min())
-        rows = np.array(
-            [self.index.get(p, {}).get(i, -1) for p, i in zip(partitions.tolist(), pair_ids, strict=True)],
+                self.floors[p] = int(events.offsets[mine].min())
+            index = self.index.get(p, {})
+            rows[mine] = [index.get(i, -1) for i in ids[mine].tolist()]
+        waiting = np.flatnonzero(rows < 0)
+        pairs: dict[tuple[int, str], int] = {}
+        partitions = events.partitions[waiting].tolist()
+        pair = np.array(
+            [pairs.setdefault((p, str(i)), len(pairs)) for p, i in zip(partitions, ids[waiting].tolist(), strict=True)],
             dtype=np.int64,
         )
-        missing = np.flatnonzero(rows < 0)
-        keys = [self.key_of(pair_ids[m], int(partitions[m])) for m in missing.tolist()]
-        return Plan(pair, rows, partitions, pair_ids, missing, keys)
+        keys = [self.key_of(i, p) for p, i in pairs]
+        return Plan(rows, waiting, pair, [p for p, _ in pairs], [i for _, i in pairs], keys)
 
     def load(self, plan: Plan, replies: list[bytes | None]) -> int:
-        """Create the missing entities from what Redis held; returns how many had a snapshot."""
-        if not len(plan.missing):
+        """Create the entities to read from what Redis held; returns how many had a snapshot."""
+        if not plan.keys:
             return 0
-        partitions = plan.partitions[plan.missing]
-        floors = np.array([self.floors[p] for p in partitions.tolist()], dtype=np.float64)
+        floors = np.array([self.floors[p] for p in plan.partitions], dtype=np.float64)
         chosen = np.full((len(replies), 1 + self.group.width), np.nan)
         chosen[:, 1:] = self.group.empty(len(replies))
         usable = [i for i, r in enumerate(replies) if r is not None and len(r) == 2 * self.version_bytes]
@@ -121,7 +121,8 @@ class EntityState:
             newest = np.argmax(np.where(eligible, tags, -np.inf), axis=1)
             found = eligible.any(axis=1)
             chosen[np.array(usable)[found]] = versions[found, newest[found]]
-        plan.rows[plan.missing] = self._add(partitions, [plan.ids[m] for m in plan.missing.tolist()], plan.keys, chosen)
+        added = self._add(np.array(plan.partitions, np.int64), plan.ids, plan.keys, chosen)
+        plan.rows[plan.waiting] = added[plan.pair]
         return int((~np.isnan(chosen[:, 0])).sum())
 
     def _add(self, partitions: np.ndarray, ids: list[str], keys: list[str], versions: np.ndarray) -> np.ndarray:
@@ -155,17 +156,22 @@ class EntityState:
         """The aggregate columns of the batch; events whose entity is not in memory keep the
         defaults and are not applied. Returns the columns and how many events were skipped."""
         out = self.group.defaults(len(events))
-        rows = plan.rows[plan.pair]
-        known = np.flatnonzero(rows >= 0)
-        if len(known):
+        known = np.flatnonzero(plan.rows >= 0)
+        if len(known) == len(events):
+            self._advance(events.columns, plan.rows, out)
+        elif len(known):
             view = {name: column[known] for name, column in out.items()}
-            times = events.columns[self.time_field][known].astype(np.float64)
-            values = {v: events.columns[v][known].astype(np.float64) for v in self.values}
-            self.group.advance(self._state, rows[known], times, values, view)
+            needed = {f: events.columns[f][known] for f in (self.time_field, *self.values)}
+            self._advance(needed, plan.rows[known], view)
             for name, column in view.items():
                 out[name][known] = column
-            self._dirty[rows[known]] = True
         return out, len(events) - len(known)
+
+    def _advance(self, columns: Columns, rows: np.ndarray, out: Columns) -> None:
+        times = columns[self.time_field].astype(np.float64)
+        values = {v: columns[v].astype(np.float64) for v in self.values}
+        self.group.advance(self._state, rows, times, values, out)
+        self._dirty[rows] = True
 
     def snapshot(self, offsets: dict[int, int]) -> Snapshot:
         """The changed entities of the partitions in `offsets`, tagged with their offset."""

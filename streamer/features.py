@@ -227,7 +227,7 @@ class FeatureStore:
         if self.replayer is not None:
             columns |= self.replayer.replay(events.columns)
         plan = self.state.plan(events) if self.state is not None else None
-        reads = bool(self.stored) or (plan is not None and len(plan.missing) > 0)
+        reads = bool(self.stored) or (plan is not None and len(plan.keys) > 0)
         degraded = reads and not self._read(events, plan, columns)
         if plan is not None:
             assert self.state is not None
