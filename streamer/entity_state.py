@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class Plan:
     waiting: np.ndarray  # the events whose entity is not in memory
     pair: np.ndarray  # per waiting event: index of its entity in `partitions`, `ids`, `keys`
     partitions: list[int]  # per entity to read
-    ids: list[str]
+    ids: list[Any]
     keys: list[str]  # Redis keys of the entities to read
 
 
@@ -70,7 +71,7 @@ class EntityState:
         self.time_field = time_field
         self.key_of = key_of
         self.values = tuple(dict.fromkeys(f.of for f in group.features if f.of))
-        self.index: dict[int, dict[str, int]] = {}  # partition → entity id → row
+        self.index: dict[int, dict[Any, int]] = {}  # partition → entity id → row
         self.floors: dict[int, int] = {}  # partition → first offset read since its state was reset
         self._keys: list[str] = []
         self._state = group.empty(0)
@@ -97,13 +98,13 @@ class EntityState:
             index = self.index.get(p, {})
             rows[mine] = [index.get(i, -1) for i in ids[mine].tolist()]
         waiting = np.flatnonzero(rows < 0)
-        pairs: dict[tuple[int, str], int] = {}
+        pairs: dict[tuple[int, Any], int] = {}  # the id as the column holds it (None too): the index's key
         partitions = events.partitions[waiting].tolist()
         pair = np.array(
-            [pairs.setdefault((p, str(i)), len(pairs)) for p, i in zip(partitions, ids[waiting].tolist(), strict=True)],
+            [pairs.setdefault((p, i), len(pairs)) for p, i in zip(partitions, ids[waiting].tolist(), strict=True)],
             dtype=np.int64,
         )
-        keys = [self.key_of(i, p) for p, i in pairs]
+        keys = [self.key_of(str(i), p) for p, i in pairs]
         return Plan(rows, waiting, pair, [p for p, _ in pairs], [i for _, i in pairs], keys)
 
     def load(self, plan: Plan, replies: list[bytes | None]) -> int:
@@ -125,7 +126,7 @@ class EntityState:
         plan.rows[plan.waiting] = added[plan.pair]
         return int((~np.isnan(chosen[:, 0])).sum())
 
-    def _add(self, partitions: np.ndarray, ids: list[str], keys: list[str], versions: np.ndarray) -> np.ndarray:
+    def _add(self, partitions: np.ndarray, ids: list[Any], keys: list[str], versions: np.ndarray) -> np.ndarray:
         start = len(self._keys)
         rows = np.arange(start, start + len(ids))
         for p, entity_id, row in zip(partitions.tolist(), ids, rows.tolist(), strict=True):

@@ -26,8 +26,8 @@ snapshots in one more round trip before committing offsets (`FeatureStore.persis
 When Redis fails past the retry budget, a circuit breaker opens for `breaker_open_s`, then one
 probe decides whether to close it. Meanwhile: stored values are the declared defaults; entities
 in memory keep updating and give exact values; entities that would have to be read are scored
-with defaults and not updated (`streamer_feature_updates_skipped_total`); a batch with any
-default value is flagged `features_degraded`; and checkpoints, unable to write the snapshots,
+with defaults and not updated (`streamer_feature_updates_skipped_total`); every event scored
+with a default for want of Redis is flagged `features_degraded`; and checkpoints, unable to write the snapshots,
 commit no offsets, so the consumer lag grows until Redis is back.
 """
 
@@ -127,7 +127,7 @@ class _StoredGroup:
 @dataclass(frozen=True)
 class Enrichment:
     columns: Columns  # one float32 column per entity feature
-    degraded: bool
+    degraded: np.ndarray  # per event: scored with a default because Redis failed
 
 
 class FeatureStore:
@@ -222,21 +222,22 @@ class FeatureStore:
         """The entity feature columns of a batch: the values before each event, in batch order.
         Aggregates are applied to the state as a side effect (batches must come in order)."""
         if not self.features or not len(events):
-            return Enrichment({}, False)
+            return Enrichment({}, np.zeros(len(events), bool))
         columns = self._defaults((f for f in self.features if f.key), len(events))
         if self.replayer is not None:
             columns |= self.replayer.replay(events.columns)
         plan = self.state.plan(events) if self.state is not None else None
         reads = bool(self.stored) or (plan is not None and len(plan.keys) > 0)
-        degraded = reads and not self._read(events, plan, columns)
+        failed = reads and not self._read(events, plan, columns)
+        degraded = np.full(len(events), failed and bool(self.stored))  # stored values defaulted
         if plan is not None:
             assert self.state is not None
             aggregates, skipped = self.state.advance(events, plan)
             columns |= aggregates
+            degraded |= plan.rows < 0  # not in memory, not read: defaults
             if skipped:
                 self.metrics.feature_updates_skipped.inc(skipped)
-        if degraded:
-            self.metrics.features_degraded.inc(len(events))
+        self.metrics.features_degraded.inc(int(degraded.sum()))
         return Enrichment(columns, degraded)
 
     def _read(self, events: EventBatch, plan: Plan | None, columns: Columns) -> bool:

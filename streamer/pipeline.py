@@ -156,7 +156,7 @@ def score_batch(
     inputs = events.with_columns(enrichment.columns) if enrichment else events
     refused = null_inputs(inputs.columns, needed_inputs(serving))  # a swap since `admit` may need more
     remaining, rows = _without(inputs, refused) if refused else (inputs, np.arange(len(inputs)))
-    degraded = enrichment.degraded if enrichment else False
+    degraded = enrichment.degraded[rows] if enrichment else np.zeros(len(remaining), bool)
     scored, rejected = _decide(serving, remaining, allowed_sizes, alert_threshold, now_ms, degraded, entity_field)
     return scored, refused | {int(rows[row]): refusal for row, refusal in rejected.items()}
 
@@ -167,7 +167,7 @@ def _decide(
     allowed_sizes: tuple[int, ...],
     alert_threshold: float,
     now_ms: int,
-    degraded: bool,
+    degraded: np.ndarray,
     entity_field: str,
 ) -> tuple[ScoredBatch, Rejections]:
     n = len(inputs)
@@ -196,6 +196,7 @@ def _decide(
         accepted[list(rejected)] = False
         inputs, scores, versions = inputs.take(accepted), scores[accepted], versions[accepted]
         shadow_scores = None if shadow_scores is None else shadow_scores[accepted]
+        degraded = degraded[accepted]
     scored = ScoredBatch(
         inputs,
         scores,

@@ -137,6 +137,6 @@ class ScoredBatch:
     model_name: str
     model_versions: np.ndarray  # int64: the version whose score is the decision, per event
     scored_at_ms: int
-    features_degraded: bool = False
+    features_degraded: np.ndarray | bool = False  # per event, or for all of them
     shadow_scores: np.ndarray | None = None  # float64, NaN where the shadow did not score
     shadow_version: int | None = None

@@ -385,7 +385,7 @@ class Worker:
             if not keep.any():
                 return
             events = events.take(keep)
-            enrichment = Enrichment({n: c[keep] for n, c in enrichment.columns.items()}, enrichment.degraded)
+            enrichment = Enrichment({n: c[keep] for n, c in enrichment.columns.items()}, enrichment.degraded[keep])
         self._score(events, enrichment)
 
     def _score_pending(self) -> None:

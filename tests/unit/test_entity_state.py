@@ -160,3 +160,16 @@ def test_only_changed_entities_of_owned_partitions_are_snapshotted(columns: Colu
     assert set(snapshot.versions[:, 0]) == {50.0}
     state.written(snapshot)
     assert state.snapshot({0: 60}).keys == []
+
+
+def test_a_null_entity_id_is_one_entity_like_any_other() -> None:
+    state, redis = new_state(), Redis()
+    events = EventBatch(
+        {"card": np.array([None, None, "a"], dtype=object), "amount": np.ones(3), "t": np.array([1, 2, 3])},
+        np.zeros(3, np.int32),
+        np.arange(3),
+        [None] * 3,
+    )
+    assert enrich(state, redis, events)["n_all"].tolist() == [0, 1, 0]
+    assert enrich(state, redis, events)["n_all"].tolist() == [2, 3, 1]  # in memory: not read again
+    assert len(state) == 2
