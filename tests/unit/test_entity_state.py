@@ -48,6 +48,18 @@ def next_offsets(events: EventBatch) -> dict[int, int]:
     return {int(p): int(events.offsets[events.partitions == p].max()) + 1 for p in np.unique(events.partitions)}
 
 
+def checkpointed(state: EntityState, redis: Redis, events: EventBatch) -> None:
+    """Events enriched, their snapshot written and its offsets committed."""
+    enrich(state, redis, events)
+    redis.write(state, next_offsets(events))
+    state.committed()
+
+
+def assert_same(got: Columns, expected: Columns) -> None:
+    for name, column in expected.items():
+        np.testing.assert_array_equal(got[name], column, err_msg=name)
+
+
 @pytest.fixture
 def columns() -> Columns:
     return stream(900, seed=5, cards=40)
@@ -63,20 +75,15 @@ def test_values_equal_the_offline_twin_across_batches(columns: Columns, partitio
     state, redis = new_state(), Redis()
     parts = [enrich(state, redis, batch(columns, i, i + 128, partitions)) for i in range(0, 900, 128)]
     twin = replay_aggregates(CARD.features, columns, "t")
-    for name, column in twin.items():
-        np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), column, err_msg=name)
+    assert_same({name: np.concatenate([p[name] for p in parts]) for name in twin}, twin)
 
 
 def test_a_restart_from_the_committed_snapshot_reads_the_same_values(columns: Columns, partitions: np.ndarray) -> None:
     first, redis = new_state(), Redis()
-    enrich(first, redis, batch(columns, 0, 300, partitions))
-    redis.write(first, next_offsets(batch(columns, 0, 300, partitions)))
-    first.committed()
+    checkpointed(first, redis, batch(columns, 0, 300, partitions))
     later = batch(columns, 300, 600, partitions)
     expected = enrich(first, redis, later)
-    restarted = enrich(new_state(), redis, later)  # a new process: everything read from the snapshots
-    for name, column in expected.items():
-        np.testing.assert_array_equal(restarted[name], column, err_msg=name)
+    assert_same(enrich(new_state(), redis, later), expected)  # a new process: everything read from the snapshots
 
 
 def test_a_crash_between_the_snapshot_and_the_commit_reads_the_committed_version(
@@ -84,14 +91,11 @@ def test_a_crash_between_the_snapshot_and_the_commit_reads_the_committed_version
 ) -> None:
     state, redis = new_state(), Redis()
     for start, stop in ((0, 200), (200, 400)):  # two committed checkpoints
-        enrich(state, redis, batch(columns, start, stop, partitions))
-        redis.write(state, next_offsets(batch(columns, start, stop, partitions)))
-        state.committed()
+        checkpointed(state, redis, batch(columns, start, stop, partitions))
     replayed = batch(columns, 400, 700, partitions)
     expected = enrich(state, redis, replayed)
     redis.write(state, next_offsets(replayed))  # written, then the process dies before the commit
-    for name, column in expected.items():
-        np.testing.assert_array_equal(enrich(new_state(), redis, replayed)[name], column, err_msg=name)
+    assert_same(enrich(new_state(), redis, replayed), expected)
 
 
 def test_a_failed_commit_keeps_the_committed_version_until_one_succeeds(
@@ -99,9 +103,7 @@ def test_a_failed_commit_keeps_the_committed_version_until_one_succeeds(
 ) -> None:
     """Two snapshots in a row without a commit between: the committed version must survive both."""
     state, redis = new_state(), Redis()
-    enrich(state, redis, batch(columns, 0, 200, partitions))
-    redis.write(state, next_offsets(batch(columns, 0, 200, partitions)))
-    state.committed()
+    checkpointed(state, redis, batch(columns, 0, 200, partitions))
     replayed = [batch(columns, 200, 400, partitions), batch(columns, 400, 600, partitions)]
     expected = []
     for events in replayed:
@@ -109,24 +111,18 @@ def test_a_failed_commit_keeps_the_committed_version_until_one_succeeds(
         redis.write(state, next_offsets(events))  # the offset commit fails each time
     fresh = new_state()
     for events, values in zip(replayed, expected, strict=True):
-        got = enrich(fresh, redis, events)
-        for name, column in values.items():
-            np.testing.assert_array_equal(got[name], column, err_msg=name)
+        assert_same(enrich(fresh, redis, events), values)
 
 
 def test_forget_on_rewind_reads_back_the_state_at_the_commit(columns: Columns, partitions: np.ndarray) -> None:
     state, redis = new_state(), Redis()
-    enrich(state, redis, batch(columns, 0, 300, partitions))
-    redis.write(state, next_offsets(batch(columns, 0, 300, partitions)))
-    state.committed()
+    checkpointed(state, redis, batch(columns, 0, 300, partitions))
     aborted = batch(columns, 300, 500, partitions)
     expected = enrich(state, redis, aborted)
     redis.write(state, next_offsets(aborted))  # the transaction then aborts
     state.forget([0, 1, 2])
     assert len(state) == 0 and not state.floors
-    again = enrich(state, redis, aborted)
-    for name, column in expected.items():
-        np.testing.assert_array_equal(again[name], column, err_msg=name)
+    assert_same(enrich(state, redis, aborted), expected)
 
 
 def test_forget_keeps_the_other_partitions(columns: Columns, partitions: np.ndarray) -> None:
