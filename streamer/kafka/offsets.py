@@ -36,7 +36,9 @@ class Checkpoint:
       2. write the state snapshot tagged with the offsets about to commit (`state.persist`);
          if it fails, raise `Retriable` and commit nothing;
       3. at least once: commit, synchronously, the next offsets of partitions this member
-         still owns, never past an event still pending in the batcher. Exactly once: send the
+         still owns, never past an event still pending in the batcher (a commit that failed
+         after its snapshot was written is first committed again: the broker may hold it, so
+         no newer snapshot may replace the one before it yet). Exactly once: send the
          offsets to the open transaction and commit it; on failure it is abandoned and
          `OutputsLost` raised;
       4. tell the state its snapshot is committed; forget what was committed, and the
@@ -62,6 +64,10 @@ class Checkpoint:
         self.clock = clock
         self.state: SnapshotState | None = None
         self._next_offsets: dict[int, int] = {}
+        # Offsets whose commit failed after their state snapshot was written: the broker may have
+        # taken them or not. They are committed again before any newer snapshot is written, so the
+        # snapshot kept as committed is never older than what the broker may hold.
+        self._unresolved: dict[int, int] = {}
         self._last_commit = clock()
 
     def mark_processed(self, partitions: np.ndarray, offsets: np.ndarray) -> None:
@@ -88,17 +94,31 @@ class Checkpoint:
             if refused:
                 self.on_refused(refused)
                 self.sink.flush(self.flush_timeout_s)
+            if self._unresolved:
+                self._commit_offsets({p: o for p, o in self._unresolved.items() if p in self.source.assigned})
+                self._unresolved = {}
+                self._committed_state()
             self._persist(owned)
             try:
-                self.source.commit(owned)
-            except KafkaException as exc:
-                raise Retriable(f"commit failed: {exc.args[0].str()}") from exc
-        if self.state is not None:
-            self.state.committed()
+                self._commit_offsets(owned)
+            except Retriable:
+                self._unresolved = owned
+                raise
+        self._committed_state()
         # Keep what the pending floor held back; drop partitions no longer owned.
         self._next_offsets = {p: o for p, o in self._next_offsets.items() if p in owned and owned[p] < o}
         self._last_commit = self.clock()
         return owned
+
+    def _commit_offsets(self, offsets: dict[int, int]) -> None:
+        try:
+            self.source.commit(offsets)
+        except KafkaException as exc:
+            raise Retriable(f"commit failed: {exc.args[0].str()}") from exc
+
+    def _committed_state(self) -> None:
+        if self.state is not None:
+            self.state.committed()
 
     def _persist(self, owned: dict[int, int]) -> None:
         if self.state is not None and owned:
@@ -106,8 +126,10 @@ class Checkpoint:
 
     def clear(self) -> None:
         self._next_offsets.clear()
+        self._unresolved.clear()  # the rewind reads the state at whichever offsets the broker holds
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop offsets of partitions lost without a chance to commit: the new owner replays them."""
         for partition in partitions:
             self._next_offsets.pop(partition, None)
+            self._unresolved.pop(partition, None)

@@ -4,8 +4,9 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
-from streamer.errors import OutputsLost
+from streamer.errors import OutputsLost, Retriable
 from streamer.kafka.offsets import Checkpoint
 from streamer.kafka.producer import Refusal
 
@@ -87,3 +88,67 @@ def test_refused_outputs_are_handed_on_and_their_letters_flushed_before_the_comm
     assert handed == [[refusal]]
     assert sink.flushes == 2  # the dead letters standing for the refused outputs are flushed first
     assert source.commits == [{0: 4}]
+
+
+class FlakySource(RecordingSource):
+    """Its next `failures` commits fail (as a broker going away mid-request does: the broker may
+    or may not have taken them)."""
+
+    def __init__(self, assigned: set[int], failures: int) -> None:
+        super().__init__(assigned)
+        self.failures = failures
+
+    def commit(self, next_offsets: dict[int, int]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+        super().commit(next_offsets)
+
+
+class State:
+    """Records the order of snapshot writes and commit notices."""
+
+    def __init__(self, log: list[str], fail: bool = False) -> None:
+        self.log, self.fail = log, fail
+
+    def persist(self, offsets: dict[int, int]) -> None:
+        if self.fail:
+            raise Retriable("redis down")
+        self.log.append(f"persist {offsets}")
+
+    def committed(self) -> None:
+        self.log.append("committed")
+
+
+def test_the_state_snapshot_is_written_after_the_flush_and_before_the_commit() -> None:
+    log: list[str] = []
+    source = RecordingSource({0})
+    cp = checkpoint(source, Sink())
+    cp.state = State(log)
+    cp.mark_processed(np.array([0]), np.array([4]))
+    cp.commit({})
+    assert log == ["persist {0: 5}", "committed"] and source.commits == [{0: 5}]
+
+
+def test_a_snapshot_redis_cannot_take_commits_nothing() -> None:
+    source = RecordingSource({0})
+    cp = checkpoint(source, Sink())
+    cp.state = State([], fail=True)
+    cp.mark_processed(np.array([0]), np.array([4]))
+    with pytest.raises(Retriable):
+        cp.commit({})
+    assert source.commits == []
+
+
+def test_a_commit_that_failed_after_its_snapshot_is_committed_again_before_a_newer_snapshot() -> None:
+    log: list[str] = []
+    source = FlakySource({0}, failures=1)
+    cp = checkpoint(source, Sink())
+    cp.state = State(log)
+    cp.mark_processed(np.array([0]), np.array([4]))
+    with pytest.raises(Retriable):
+        cp.commit({})
+    cp.mark_processed(np.array([0]), np.array([9]))
+    cp.commit({})
+    assert source.commits == [{0: 5}, {0: 10}]
+    assert log == ["persist {0: 5}", "committed", "persist {0: 10}", "committed"]
