@@ -131,6 +131,7 @@ class Worker:
         self.drift: DriftTap | None = None
         self._warm = False
         self._paused = False
+        self._rewinding = False  # a rewind waits for the broker: input held, records polled meanwhile dropped
         self._completed = 0  # events scored or dead-lettered: bounds `run(max_events=…)` cheaply
         self._last_batch_end: float | None = None
         self._last_poll_end: float | None = None
@@ -285,6 +286,9 @@ class Worker:
         return RunStats.of(self.metrics)
 
     def _step(self) -> None:
+        if self._rewinding:
+            self._recover()
+            return
         # A batch loading its features was kept in flight because input was backed up: take what
         # has arrived without blocking, so the next batch can overlap it, or finish it below.
         wait = 0.0 if self._in_flight is not None else self.batcher.wait_s()
@@ -301,6 +305,8 @@ class Worker:
                 raw = self.source.poll(1, IDLE_POLL_S)
                 waiting_since = None
         self._last_poll_end = self.clock()
+        if self._rewinding:  # a rebalance callback in that poll had to rewind: these precede the seek
+            return
         if len(raw):
             self.metrics.events_consumed.inc(len(raw))
             with self.metrics.time_stage("decode"):
@@ -482,13 +488,37 @@ class Worker:
         if self._in_flight is not None:  # replayed from the last commit
             self._in_flight[1].result()
             self._in_flight = None
-        self.sink.abort(self.settings.delivery.flush_timeout_s)
         self.batcher.clear()
         self.checkpoint.clear()
         self._forget_state(sorted(self.source.assigned))
-        self.source.rewind()
+        if not self._paused:
+            self.source.pause()
+            self._paused = True  # resumed by the backpressure check once the rewind is done
+        self._rewinding = True
+        self.sink.abort(self.settings.delivery.flush_timeout_s)
+        self._try_rewind()
+
+    def _recover(self) -> None:
+        """A step while a rewind waits for the broker: poll (rebalances are served, the member
+        keeps its partitions; records are dropped, the seek reads them again), then try again."""
+        self.source.poll(self.batcher.room(), IDLE_POLL_S)
+        if self.sink.restart(self.settings.delivery.flush_timeout_s):
+            self._try_rewind()
+
+    def _try_rewind(self) -> None:
+        """One bounded attempt at the seek, once the producer is registered."""
+        if not self.sink.ready:
+            return
+        try:
+            self.source.rewind()
+        except Retriable as exc:
+            log.warning("rewind waits for the broker: %s", exc)
+            return
+        self._rewinding = False
 
     def _drain(self) -> None:
+        if self._rewinding:  # nothing since the last commit is kept, and nothing can be produced
+            return
         self._score_pending()
         if self.drift is not None:
             self.drift.flush()

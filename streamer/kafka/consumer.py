@@ -12,17 +12,14 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamer.errors import Fatal
-from streamer.kafka.errors import retriable_errors
+from streamer.kafka.errors import BROKER_AWAY, retriable_errors
 from streamer.metrics import Metrics
 from streamer.records import RawBatch, RecordHeaders
-from streamer.retry import bounded
 
 log = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[int]], None]
 COMMITTED_TIMEOUT_S = 10.0
-REWIND_ATTEMPTS = 9  # of COMMITTED_TIMEOUT_S each
-REWIND_TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 
 
 class KafkaSource:
@@ -137,14 +134,14 @@ class KafkaSource:
 
     def rewind(self) -> None:
         """Seek every owned partition back to its committed offset (the beginning if none), so
-        what was consumed since the last commit is consumed again."""
+        what was consumed since the last commit is consumed again. One attempt, bounded by
+        COMMITTED_TIMEOUT_S: right after a broker restart the group coordinator can take tens of
+        seconds to load, and the worker retries on later steps, polling in between, rather than
+        block past `max.poll.interval.ms` or crash. Raises `Retriable` while it cannot."""
         owned = [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
         if not owned:
             return
-        # Right after a broker restart the group coordinator can take tens of seconds to load;
-        # the loop cannot go on before the seek, so wait for it rather than crash.
-        retrying = bounded("kafka_rewind", REWIND_ATTEMPTS - 1, REWIND_ATTEMPTS * COMMITTED_TIMEOUT_S, self.metrics)
-        for tp in retrying(self._committed, owned):
+        for tp in self._committed(owned):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(self.topic, tp.partition, offset))
         log.warning(
@@ -152,7 +149,7 @@ class KafkaSource:
         )
 
     def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        with retriable_errors("committed offsets: ", REWIND_TRANSIENT_ERRORS):
+        with retriable_errors("committed offsets: ", BROKER_AWAY):
             return list(self.consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S))
 
     def pause(self) -> None:

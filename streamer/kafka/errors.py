@@ -10,6 +10,18 @@ from confluent_kafka import KafkaError, KafkaException
 
 from streamer.errors import Retriable
 
+# Codes that mean the broker is away or its coordinator is loading: a later attempt can succeed.
+BROKER_AWAY = frozenset(
+    {
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+
 
 @contextmanager
 def retriable_errors(what: str, transient: Collection[int] = (KafkaError._TIMED_OUT,)) -> Iterator[None]:

@@ -11,7 +11,8 @@ failed transaction is not aborted on the same instance: the producer is replaced
 the broker. After the broker went away, librdkafka can keep a stale transaction coordinator and
 hang in `send_offsets_to_transaction` past its timeout (librdkafka#5456, #5511); a fresh
 instance looks the coordinator up again. So fencing, a failed transaction and a lost broker each
-cost a rewind to the last commit, never the process.
+cost a rewind to the last commit, never the process. Registering the new instance is one bounded
+attempt per loop step (`restart`), so the loop keeps polling while the broker is away.
 
 A refusal is not a failure: a record the producer or the broker refuses for good (too large,
 invalid, against a topic policy) would be refused again after any number of rewinds. One that
@@ -33,7 +34,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamer.errors import Fatal, OutputsLost, Retriable
-from streamer.kafka.errors import retriable_errors
+from streamer.kafka.errors import BROKER_AWAY, retriable_errors
 from streamer.metrics import Metrics
 from streamer.retry import bounded
 
@@ -89,6 +90,7 @@ class KafkaSink:
         self._fatal = False
         self._brokers_lost = False  # every broker went down since the transaction began
         self._in_transaction = False
+        self._needs_init = False  # replaced, and init_transactions has not succeeded yet
 
     @property
     def producer(self) -> Producer:
@@ -111,14 +113,14 @@ class KafkaSink:
         """Register the transactional id; this fences any older instance holding it. `limits`:
         per topic, the largest record (key, value and headers) it accepts."""
         self.limits = limits
-        if self.transactional:
-            try:
-                self.producer.init_transactions(timeout_s)
-            except KafkaException as exc:
+        if self.transactional:  # before joining the group: waiting for a loading coordinator is safe
+            self._needs_init = True
+            attempts = TRANSACTION_RETRIES + 1
+            if not any(self.restart(timeout_s) for _ in range(attempts)):
                 raise Fatal(
-                    f"kafka: cannot start transactions as {self.config['transactional.id']!r}: "
-                    f"{exc.args[0].str()}; check the broker's transaction settings and ACLs"
-                ) from exc
+                    f"kafka: cannot start transactions as {self.config['transactional.id']!r} within {attempts} "
+                    f"attempts of {timeout_s:.0f} s; is the broker up?"
+                )
 
     @property
     def healthy(self) -> bool:
@@ -201,6 +203,8 @@ class KafkaSink:
     def commit_transaction(self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float) -> None:
         """Outputs since the last commit and `offsets`, atomically; `OutputsLost` when the
         transaction had to be abandoned (the producer is replaced: see the module docstring)."""
+        if not self.restart(timeout_s):
+            raise Retriable("the replaced transactional producer is not registered yet")
         if self._brokers_lost:
             self._replace(timeout_s)
             raise OutputsLost("every broker went away during the transaction; it was abandoned")
@@ -248,13 +252,34 @@ class KafkaSink:
         self._producer = None
         self._fatal = self._brokers_lost = self._in_transaction = False
         self._failures, self._refused = [], []
+        self._needs_init = True
+        self.restart(timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        """False while a replaced transactional producer is not registered: nothing may be produced."""
+        return not self._needs_init
+
+    def restart(self, timeout_s: float) -> bool:
+        """One attempt, within `timeout_s`, to register a replaced producer (`init_transactions`,
+        which fences the old one); True once registered. The worker calls it again on later
+        steps while it goes on polling, so a broker that is away never holds the loop past
+        `max.poll.interval.ms`. Errors waiting cannot fix stop the worker."""
+        if not self._needs_init:
+            return True
         try:
-            self._retrying(timeout_s)(self._transaction_call, self.producer.init_transactions, timeout_s)
-        except (KafkaException, Retriable) as exc:
+            with retriable_errors("", BROKER_AWAY):
+                self.producer.init_transactions(timeout_s)
+        except Retriable as exc:
+            log.warning("transactional producer not registered yet (%s); retrying on the next step", exc)
+            return False
+        except KafkaException as exc:
             raise Fatal(
-                f"kafka: cannot restart transactions as {self.config['transactional.id']!r} within "
-                f"{TRANSACTION_RETRIES + 1} attempts ({exc}); is the broker up?"
+                f"kafka: cannot start transactions as {self.config['transactional.id']!r}: "
+                f"{exc.args[0].str()}; check the broker's transaction settings and ACLs"
             ) from exc
+        self._needs_init = False
+        return True
 
     def close(self, timeout_s: float) -> None:
         if self._producer is None:

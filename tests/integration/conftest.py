@@ -321,7 +321,9 @@ class SteadyProducer(threading.Thread):
 
     def run(self) -> None:
         codec = AvroCodec(self.settings.schemas.input)
-        producer = Producer({**self.settings.admin_config(), "linger.ms": 5})
+        # Idempotent: a broker restart must neither duplicate nor reorder the input, or the same
+        # event id would stand for two records with different histories.
+        producer = Producer({**self.settings.admin_config(), "linger.ms": 5, "enable.idempotence": True})
         started = time.monotonic()
         for i, row in enumerate(self.rows):
             time.sleep(max(started + i / self.rate - time.monotonic(), 0))

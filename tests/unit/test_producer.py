@@ -1,9 +1,11 @@
 """How the sink tells a refusal (resending cannot help) from a failure (a rewind can)."""
 
-import pytest
-from confluent_kafka import KafkaError
+from typing import Any, cast
 
-from streamer.errors import Fatal, OutputsLost
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.kafka.producer import RECORD_OVERHEAD, KafkaSink
 from streamer.metrics import Metrics
 
@@ -56,3 +58,39 @@ def test_records_larger_than_their_topic_takes_are_refused_before_sending() -> N
     assert out.produce("scored", b"k", b"x" * 100)
     assert out.produce("other", None, b"x" * 5000)  # no limit known: librdkafka's own check applies
     assert not out.produce("other", None, b"x" * 1_100_000)  # librdkafka's message.max.bytes (1,000,000)
+
+
+class Registering:
+    """init_transactions times out `failures` times (a broker away), then succeeds."""
+
+    def __init__(self, failures: int, code: int = KafkaError._TIMED_OUT) -> None:
+        self.failures, self.code, self.calls = failures, code, 0
+
+    def init_transactions(self, timeout_s: float) -> None:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(self.code))
+
+
+def transactional(producer: Registering) -> KafkaSink:
+    out = KafkaSink({"bootstrap.servers": "127.0.0.1:1", "transactional.id": "t"}, Metrics.create())
+    out._producer = cast(Any, producer)
+    out._needs_init = True  # as `_replace` leaves it
+    return out
+
+
+def test_a_replaced_producer_registers_one_bounded_attempt_per_call() -> None:
+    producer = Registering(failures=3)
+    out = transactional(producer)
+    assert not out.restart(0.01) and not out.restart(0.01) and not out.ready  # the loop polls in between
+    with pytest.raises(Retriable):
+        out.commit_transaction([], None, 0.01)  # no checkpoint before it is registered
+    assert out.restart(0.01) and out.ready and producer.calls == 4
+    assert out.restart(0.01) and producer.calls == 4  # registered once for all
+
+
+def test_a_registration_error_waiting_cannot_fix_stops_the_worker() -> None:
+    out = transactional(Registering(failures=1, code=KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+    with pytest.raises(Fatal, match=r"cannot start transactions as 't': .*[Aa]uthoriz"):
+        out.restart(0.01)
