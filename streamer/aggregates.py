@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from streamer.preprocess import Entity
-from streamer.records import Columns
+from streamer.records import Columns, has_id
 
 TS = 0  # the state column of the entity's latest event time
 
@@ -190,11 +190,15 @@ class AggregateReplayer:
         out: Columns = {}
         for index in self.groups:
             group = index.group
-            values = {f.of: columns[f.of].astype(np.float64) for f in group.features if f.of}
-            unique, inverse = np.unique(columns[group.entity].astype(str), return_inverse=True)
+            known = np.flatnonzero(has_id(columns[group.entity]))  # no entity: the default, no state
+            values = {f.of: columns[f.of][known].astype(np.float64) for f in group.features if f.of}
+            unique, inverse = np.unique(columns[group.entity][known].astype(str), return_inverse=True)
             rows = index.rows(unique.tolist())[inverse]
             columns_of_group = group.defaults(n)
-            group.advance(index.state, rows, times, values, columns_of_group)
+            view = {name: column[known] for name, column in columns_of_group.items()}
+            group.advance(index.state, rows, times[known], values, view)
+            for name, column in view.items():
+                columns_of_group[name][known] = column
             out |= columns_of_group
         return out
 

@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from streamer.aggregates import AggregateGroup
-from streamer.records import Columns, EventBatch
+from streamer.records import Columns, EventBatch, has_id
 
 KeyOf = Callable[[str, int], str]  # entity id, partition → Redis key
+NO_ENTITY = -2  # the row of an event whose entity id is null or empty: defaults, no state
 
 
 @dataclass
@@ -90,14 +91,15 @@ class EntityState:
     def plan(self, events: EventBatch) -> Plan:
         column = events.columns[self.group.entity]
         ids = column if column.dtype == object else column.astype(str).astype(object)
-        rows = np.empty(len(events), np.int64)
-        for p in np.unique(events.partitions).tolist():
-            mine = events.partitions == p
+        rows = np.full(len(events), NO_ENTITY, np.int64)
+        identified = has_id(column)
+        for p in np.unique(events.partitions[identified]).tolist():
+            mine = (events.partitions == p) & identified
             if p not in self.floors:
                 self.floors[p] = int(events.offsets[mine].min())
             index = self.index.get(p, {})
             rows[mine] = [index.get(i, -1) for i in ids[mine].tolist()]
-        waiting = np.flatnonzero(rows < 0)
+        waiting = np.flatnonzero(rows == -1)
         pairs: dict[tuple[int, Any], int] = {}  # the id as the column holds it (None too): the index's key
         partitions = events.partitions[waiting].tolist()
         pair = np.array(
@@ -158,6 +160,7 @@ class EntityState:
         defaults and are not applied. Returns the columns and how many events were skipped."""
         out = self.group.defaults(len(events))
         known = np.flatnonzero(plan.rows >= 0)
+        anonymous = int((plan.rows == NO_ENTITY).sum())
         if len(known) == len(events):
             self._advance(events.columns, plan.rows, out)
         elif len(known):
@@ -166,7 +169,7 @@ class EntityState:
             self._advance(needed, plan.rows[known], view)
             for name, column in view.items():
                 out[name][known] = column
-        return out, len(events) - len(known)
+        return out, len(events) - len(known) - anonymous
 
     def _advance(self, columns: Columns, rows: np.ndarray, out: Columns) -> None:
         times = columns[self.time_field].astype(np.float64)

@@ -50,7 +50,7 @@ from streamer.entity_state import EntityState, Plan, Snapshot
 from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
-from streamer.records import Columns, EventBatch
+from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
 
@@ -234,7 +234,7 @@ class FeatureStore:
             assert self.state is not None
             aggregates, skipped = self.state.advance(events, plan)
             columns |= aggregates
-            degraded |= plan.rows < 0  # not in memory, not read: defaults
+            degraded |= plan.rows == -1  # not in memory, not read: defaults
             if skipped:
                 self.metrics.feature_updates_skipped.inc(skipped)
         self.metrics.features_degraded.inc(int(degraded.sum()))
@@ -347,7 +347,9 @@ class FeatureStore:
     def _queue_stored(
         self, pipe: Any, group: _StoredGroup, events: EventBatch, columns: Columns
     ) -> tuple[int, Callable[[list[Any]], None]]:
-        unique, inverse = np.unique(events.columns[group.entity].astype(str), return_inverse=True)
+        ids = events.columns[group.entity]
+        identified = np.flatnonzero(has_id(ids))  # the rest keep defaults
+        unique, inverse = np.unique(ids[identified].astype(str), return_inverse=True)
         fields = [f.field or f.name for f in group.features]
         for entity_id in unique.tolist():
             pipe.hmget(self.keys.stored(group.template, entity_id), fields)
@@ -355,7 +357,9 @@ class FeatureStore:
         def read(replies: list[Any]) -> None:
             table = np.array(replies, dtype=object).reshape(len(unique), len(fields))[inverse]
             for j, feature in enumerate(group.features):
-                self._fill(columns[feature.name], table[:, j], feature.default)
+                column = columns[feature.name][identified]
+                self._fill(column, table[:, j], feature.default)
+                columns[feature.name][identified] = column
 
         return len(unique), read
 

@@ -263,3 +263,32 @@ def test_one_round_trip_per_batch_and_none_once_entities_are_in_memory(redis_ser
     executed.clear()
     aggregates_only.enrich(events)
     assert executed == []  # every card in memory and nothing stored: no round trip at all
+
+
+def test_events_without_an_entity_get_defaults_and_touch_no_state(redis_server: RedisServer) -> None:
+    """A null or empty id keys nothing: no shared `{None}` or `{}` state, defaults served, and the
+    other events read what they would read without them; the offline twin agrees."""
+    events = stream(120, seed=5)
+    cards = events.columns["card"].copy()
+    cards[[3, 40, 41]] = None
+    cards[[7, 90]] = ""
+    anonymous = np.isin(np.arange(120), [3, 7, 40, 41, 90])
+    with_gaps = EventBatch({**events.columns, "card": cards}, events.partitions, events.offsets, events.keys)
+    client = redis.Redis(port=redis_server.port)
+    client.hset("profile:card:None", "risk", "0.9")  # what a `None` id would have read
+
+    anon = store(redis_server, "anon")
+    served = anon.enrich(with_gaps)
+    alone = store(redis_server, "named").enrich(with_gaps.take(~anonymous))
+
+    assert not served.degraded.any()
+    for name, column in served.columns.items():
+        default = next(f.default for f in SPEC.entity_features() if f.name == name)
+        assert set(column[anonymous].tolist()) == {default}, name
+        np.testing.assert_array_equal(column[~anonymous], alone.columns[name], err_msg=name)
+    checkpoint(anon, with_gaps)
+    written = {k.decode().split(":")[-2] for k in client.keys("anon:agg:*")}
+    assert written == {f"{{{c}}}" for c in set(cards[~anonymous])}
+    twin = replay_aggregates(AGGREGATES, with_gaps.columns, "t")
+    for name, column in twin.items():
+        np.testing.assert_array_equal(served.columns[name], column, err_msg=name)

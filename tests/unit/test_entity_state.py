@@ -158,14 +158,17 @@ def test_only_changed_entities_of_owned_partitions_are_snapshotted(columns: Colu
     assert state.snapshot({0: 60}).keys == []
 
 
-def test_a_null_entity_id_is_one_entity_like_any_other() -> None:
+def test_events_without_an_entity_id_keep_the_defaults_and_touch_no_state() -> None:
     state, redis = new_state(), Redis()
     events = EventBatch(
-        {"card": np.array([None, None, "a"], dtype=object), "amount": np.ones(3), "t": np.array([1, 2, 3])},
-        np.zeros(3, np.int32),
-        np.arange(3),
-        [None] * 3,
+        {"card": np.array([None, "", "a", None], dtype=object), "amount": np.ones(4), "t": np.array([1, 2, 3, 4])},
+        np.zeros(4, np.int32),
+        np.arange(4),
+        [None] * 4,
     )
-    assert enrich(state, redis, events)["n_all"].tolist() == [0, 1, 0]
-    assert enrich(state, redis, events)["n_all"].tolist() == [2, 3, 1]  # in memory: not read again
-    assert len(state) == 2
+    plan = state.plan(events)
+    assert plan.keys == ["a:0"]  # nothing to read for the anonymous events
+    state.load(plan, [None])
+    values, skipped = state.advance(events, plan)
+    assert skipped == 0 and values["n_all"].tolist() == [0, 0, 0, 0] and len(state) == 1
+    assert enrich(state, redis, events)["n_all"].tolist() == [0, 0, 1, 0]
