@@ -256,10 +256,10 @@ def read_topic(connection: str | Mapping[str, Any], topic: str, expected: int, t
 def offline_scores(settings: Settings, columns: Columns) -> dict[str, float]:
     """Per event id, the model's score with the offline twin's aggregates over `columns`, in order."""
     model = load_model(settings.model, AvroCodec(settings.schemas.input).field_types)
-    n = len(columns[settings.model.key_field])
-    columns = columns | replay_aggregates(model.spec.entity_features(), columns, settings.model.time_field)
+    n = len(columns[settings.event.id_field])
+    columns = columns | replay_aggregates(model.spec.entity_features(), columns, settings.event.time_field)
     scores = model.signature(**to_tensors(columns, model.inputs, n))[settings.model.score_output].numpy()
-    return dict(zip(columns[settings.model.key_field], scores.astype(np.float64).tolist(), strict=True))
+    return dict(zip(columns[settings.event.id_field], scores.astype(np.float64).tolist(), strict=True))
 
 
 def committed_offsets(settings: Settings) -> dict[int, int]:
