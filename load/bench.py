@@ -32,6 +32,7 @@ from typing import Any
 
 import loadgen  # load/, the folder of this script, is on sys.path
 import numpy as np
+import redis
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader, schemaless_writer
 from opentelemetry.sdk.trace import TracerProvider
@@ -199,6 +200,14 @@ def max_sustainable(config: Path, base: Settings, run: str, drain_rate: float, s
     return rate
 
 
+def redis_cpu_us(settings: Settings) -> float:
+    """Redis's own CPU time in commands so far (INFO commandstats), in µs: the state stage's
+    server-side cost, which the worker's stage timings cannot see."""
+    password = settings.features.password
+    client = redis.Redis.from_url(settings.features.url, password=password and password.get_secret_value())
+    return float(sum(stats["usec"] for stats in client.info("commandstats").values()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "local.yaml")
@@ -226,9 +235,12 @@ def main() -> None:
     # varies by 10% from one run to the next, which would swamp a side stage's cost.
     bares, workers, no_drifts, no_redis, exactly_once, tracing_on = [], [], [], [], [], []
     stage_runs: list[dict[str, float]] = []
+    redis_us_per_event: list[float] = []
     for attempt in range(args.repeats):
         bares.append(bare_loop(variant(f"bare{attempt}"), args.events))
+        redis_before = redis_cpu_us(settings)
         with_everything, attempt_stages = worker_run(variant(f"all{attempt}"), args.events)
+        redis_us_per_event.append((redis_cpu_us(settings) - redis_before) / args.events)
         workers.append(with_everything)
         stage_runs.append(attempt_stages)
         no_drifts.append(worker_run(variant(f"nodrift{attempt}", drift={"enabled": False}), args.events)[0])
@@ -253,6 +265,8 @@ def main() -> None:
     print(f"(c) worker with Redis features off (defaults, as when Redis is down): {no_features:9.0f} events/s: "
           f"features cost {1 - worker / no_features:.1%} of throughput"
           f" (their stage: {stages.get('features', 0) / total:.1%} of the worker's time)")  # fmt: skip
+    redis_us = float(np.median(redis_us_per_event))
+    print(f"(c) Redis CPU per event in (b), from INFO commandstats: {redis_us:.2f} µs")
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
     print(f"(c) worker with tracing on, every event traced: {with_tracing:9.0f} events/s: "
           f"tracing costs {1 - with_tracing / worker:.1%} of throughput")  # fmt: skip
@@ -268,7 +282,7 @@ def main() -> None:
     args.json.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
         "stage_seconds": stages, "drift_off_events_per_s": no_drift, "features_off_events_per_s": no_features,
-        "exactly_once_events_per_s": eos, "tracing_events_per_s": with_tracing,
+        "exactly_once_events_per_s": eos, "tracing_events_per_s": with_tracing, "redis_us_per_event": redis_us,
         "max_sustainable_events_per_s": sustainable, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
         "events": args.events,
     }, indent=1))  # fmt: skip
