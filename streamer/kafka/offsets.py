@@ -122,7 +122,13 @@ class Checkpoint:
 
     def _persist(self, owned: dict[int, int]) -> None:
         if self.state is not None and owned:
-            self.state.persist(owned)
+            try:
+                self.state.persist(owned)
+            except Retriable:
+                # Retried at the next interval, not on every loop step: while Redis is away each
+                # attempt would flush the producer and end the batch overlap, for nothing.
+                self._last_commit = self.clock()
+                raise
 
     def clear(self) -> None:
         self._next_offsets.clear()
