@@ -57,7 +57,7 @@ class DeadLetterWriter:
 
     def start(self, limit_bytes: int) -> None:
         """`limit_bytes`: the largest record the DLQ takes (see `streamer.kafka.admin.record_limits`)."""
-        if limit_bytes - RECORD_OVERHEAD - self._envelope_bytes(_PROBE) < MIN_ROOM:
+        if limit_bytes - RECORD_OVERHEAD - self._envelope_bytes(_PROBE, self._row(_PROBE, 0)) < MIN_ROOM:
             raise Fatal(
                 f"topics.dlq {self.topic}: its size limit ({limit_bytes} bytes, the smaller of the producer's "
                 "message.max.bytes and the topic's max.message.bytes) leaves no room for a dead letter; raise both"
@@ -82,10 +82,11 @@ class DeadLetterWriter:
                 },
             )
             letter = _short_reason(letter)
-            key, value, truncated = self._fit(letter)
-            headers = self._headers(letter, truncated)
+            whole = self._row(letter, failed_at)  # hashes the original once, however large
+            key, value, truncated = self._fit(letter, whole)
+            headers = self._headers(letter, whole if truncated else None)
             headers += self.tracing.dead_letter_headers(letter.headers, letter.error_class, letter.error_message)
-            row = self._row(letter, failed_at) | {"original_value": value, "original_truncated": truncated}
+            row = whole | {"original_value": value, "original_truncated": truncated}
             if not self.sink.produce(self.topic, key, self.codec.encode_one(row), headers):
                 self._failed(Refusal(self.topic, key, None, "refused by the producer"), letter)
                 continue
@@ -124,39 +125,40 @@ class DeadLetterWriter:
                 "Write on it and check its topic policy, or set delivery.refused_records: skip"
             )
 
-    def _fit(self, letter: DeadLetter) -> tuple[bytes | None, bytes | None, bool]:
+    def _fit(self, letter: DeadLetter, whole: dict[str, object]) -> tuple[bytes | None, bytes | None, bool]:
         """The original key and value, cut to the room the envelope leaves. The key keeps at least
         half the room, so a huge key cannot push out the whole value."""
-        room = max(self.limit_bytes - RECORD_OVERHEAD - self._envelope_bytes(letter) - LENGTH_PREFIXES, 0)
+        room = max(self.limit_bytes - RECORD_OVERHEAD - self._envelope_bytes(letter, whole) - LENGTH_PREFIXES, 0)
         key, value = letter.key or b"", letter.value or b""
         if len(key) + len(value) <= room:
             return letter.key, letter.value, False
         key_room = min(len(key), max(room - len(value), room // 2))
         return key[:key_room], value[: room - key_room], True
 
-    def _envelope_bytes(self, letter: DeadLetter) -> int:
+    def _envelope_bytes(self, letter: DeadLetter, whole: dict[str, object]) -> int:
         """Everything but the original bytes: the record without them, and the headers (a child
         trace context is as long as its parent's)."""
-        record = len(self.codec.encode_one(self._row(letter, 0) | {"original_value": None}))
+        record = len(self.codec.encode_one(whole | {"original_value": None}))
         trace = [(name, v) for name, v in letter.headers or () if name in TRACE_HEADERS]
-        return record + sum(len(name) + len(v or b"") for name, v in [*self._headers(letter, True), *trace])
+        return record + sum(len(name) + len(v or b"") for name, v in [*self._headers(letter, whole), *trace])
 
     def _row(self, letter: DeadLetter, failed_at: int) -> dict[str, object]:
         return dead_letter_record(letter, self.worker_id, failed_at)
 
-    def _headers(self, letter: DeadLetter, truncated: bool) -> Headers:
+    def _headers(self, letter: DeadLetter, truncated_from: dict[str, object] | None) -> Headers:
+        """The reason as headers; with `truncated_from` (the whole letter's record), also what
+        the original was: its size and sha256, as the record has them."""
         headers: Headers = [
             ("streamer.error.class", letter.error_class.encode()),
             ("streamer.error.message", letter.error_message.encode()),
             ("streamer.source", f"{letter.topic}/{letter.partition}/{letter.offset}".encode()),
             ("streamer.worker", self.worker_id.encode()),
         ]
-        if truncated:
-            value = letter.value or b""
+        if truncated_from is not None:
             headers += [
                 ("streamer.original.truncated", b"true"),
-                ("streamer.original.size", str(len(value)).encode()),
-                ("streamer.original.sha256", hashlib.sha256(value).hexdigest().encode()),
+                ("streamer.original.size", str(truncated_from["original_size"]).encode()),
+                ("streamer.original.sha256", str(truncated_from["original_sha256"]).encode()),
             ]
         return headers
 
