@@ -307,6 +307,20 @@ class Settings(Section):
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()
 
+    @model_validator(mode="after")
+    def _one_switch_for_transactions(self) -> Settings:
+        """A `transactional.id` passed through to librdkafka would make every produce
+        transactional while the checkpoint commits as at_least_once: delivery.mode decides."""
+        if self.delivery.mode == "at_least_once":
+            for section in ("common", "producer"):
+                if "transactional.id" in getattr(self.kafka, section):
+                    raise ValueError(
+                        f"kafka.{section} sets transactional.id but delivery.mode is at_least_once; for "
+                        "exactly-once output set delivery.mode: exactly_once (and delivery.transactional_id), "
+                        "otherwise remove it"
+                    )
+        return self
+
     def consumer_config(self) -> dict[str, Any]:
         """Defaults, then the passthrough: users can override every librdkafka property."""
         defaults = {
