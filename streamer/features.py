@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.cluster import RedisCluster, key_slot
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -53,40 +53,16 @@ from streamer.preprocess import Entity, FeatureSpec
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
+from streamer.snapshots import READ_LUA, SnapshotLayout
 
 __all__ = ["Enrichment", "FeatureStore", "replay_aggregates"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: snapshot keys; ARGV: ttl_ms, bytes per key, then the values of all keys end to end.
-# One call sets many keys with their expiry: per key, a SET from Python costs ~5 us of packing;
-# here a key costs a slice of one string.
-PERSIST_LUA = """
-local ttl, size, blob = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-for i = 1, #KEYS do
-  local value = string.sub(blob, (i - 1) * size + 1, i * size)
-  if ttl > 0 then redis.call('SET', KEYS[i], value, 'PX', ttl) else redis.call('SET', KEYS[i], value) end
-end
-return #KEYS
-"""
 
-PERSIST_MAX_KEYS = 2048  # per script call: a few ms of Redis, well inside a socket timeout
-
-
-class KeyLayout:
-    """Every Redis key the worker reads or writes, in one place. Snapshot keys put the entity id
-    in a hash tag, so one entity's state lives in one Redis Cluster slot; they name the state
-    layout and the input partition that owns the state."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def aggregate(self, group: AggregateGroup, entity_id: str, partition: int) -> str:
-        return f"{self.prefix}:agg:{group.digest}:{group.entity}:{{{entity_id}}}:{partition}"
-
-    @staticmethod
-    def stored(template: str, entity_id: str) -> str:
-        return template.replace("{id}", entity_id)
+def stored_key(template: str, entity_id: str) -> str:
+    """The hash of an entity's stored values; the snapshots' keys are `streamer.snapshots`'."""
+    return template.replace("{id}", entity_id)
 
 
 class CircuitBreaker:
@@ -149,7 +125,6 @@ class FeatureStore:
         self.time_field = time_field
         self.features = spec.entity_features()
         self.metrics = metrics
-        self.keys = KeyLayout(settings.key_prefix)
         self.breaker = CircuitBreaker(settings.breaker_open_s, clock)
         self.retrying = bounded("redis", settings.retries, settings.max_stall_ms / 1000, metrics)
         self.replayer = AggregateReplayer(self.features, time_field) if offline else None
@@ -162,7 +137,7 @@ class FeatureStore:
             group = tuple(f for f in self.features if f.key == template and f.entity == entity)
             self.stored.append(_StoredGroup(entity, str(template), group))
         self._client: redis.Redis | RedisCluster | None = None
-        self._persist_script: Script | None = None
+        self._read_script: Script | None = None
 
     def _owned_state(self, groups: list[AggregateGroup], partition_key: str | None) -> EntityState:
         """The one group of aggregates the partitioning makes exact; any other is refused."""
@@ -174,8 +149,9 @@ class FeatureStore:
                     f"{partition_key!r} (features.partition_key): only aggregates over the partition key are exact; "
                     f"key the input by {group.entity!r} and set features.partition_key, or serve them as stored values"
                 )
-        group = groups[0]
-        return EntityState(group, self.time_field, lambda entity_id, p: self.keys.aggregate(group, entity_id, p))
+        s = self.settings
+        self.layout = SnapshotLayout(s.key_prefix, groups[0], s.ttl_s, s.cluster)
+        return EntityState(groups[0], self.time_field, self.layout.address)
 
     def needed_fields(self) -> set[str]:
         return {f.entity for f in self.features} | {f.of for f in self.features if f.of} | {self.time_field}
@@ -203,7 +179,7 @@ class FeatureStore:
                 }
             factory = RedisCluster.from_url if s.cluster else redis.Redis.from_url
             self._client = factory(s.url, **options)
-            self._persist_script = self._client.register_script(PERSIST_LUA)
+            self._read_script = self._client.register_script(READ_LUA)
         return self._client
 
     def start(self) -> None:
@@ -252,10 +228,11 @@ class FeatureStore:
             return False
         self._succeeded()
         columns |= stored
-        if plan is not None and self.state is not None:
-            found = self.state.load(plan, snapshots)
+        if plan is not None and self.state is not None and plan.keys:
+            values, generations = snapshots
+            found = self.state.load(plan, values, generations)
             self.metrics.cache_hits.inc(found)
-            self.metrics.cache_misses.inc(len(snapshots) - found)
+            self.metrics.cache_misses.inc(len(values) - found)
         return True
 
     def _failed(self) -> None:
@@ -270,24 +247,25 @@ class FeatureStore:
     def _defaults(features: Iterable[Entity], n: int) -> Columns:
         return {f.name: np.full(n, f.default, np.float32) for f in features}
 
-    def _round_trip(self, events: EventBatch, plan: Plan | None) -> tuple[Columns, list[bytes | None]]:
+    def _round_trip(self, events: EventBatch, plan: Plan | None) -> tuple[Columns, Any]:
         """Everything Redis serves for this batch, in one pipeline: one round trip. Only reads,
         so a retried round trip changes nothing."""
         pipe = self.client.pipeline(transaction=False)
-        keys = plan.keys if plan is not None else []
-        if keys and self.settings.cluster:  # a cluster pipeline cannot MGET across slots
-            for key in keys:
-                pipe.get(key)
-        elif keys:
-            pipe.mget(keys)
+        snapshots: Any = ([], np.zeros(0, np.int64))
+        if plan is not None and plan.keys:
+            read_snapshots = self.layout.queue_read(pipe, self._read_script, plan.keys)
+            calls = len(pipe)
+        else:
+            calls = 0
         columns = self._defaults((f for f in self.features if f.key), len(events))
         readers = [self._queue_stored(pipe, stored, events, columns) for stored in self.stored]
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:  # down, timed out, loading, read-only replica, …
             raise Retriable(f"redis: {exc}") from exc
-        start = (len(keys) if self.settings.cluster else 1) if keys else 0
-        snapshots = replies[:start] if self.settings.cluster or not keys else replies[0]
+        if calls:
+            snapshots = read_snapshots(replies[:calls])
+        start = calls
         for count, read in readers:
             read(replies[start : start + count])
             start += count
@@ -305,34 +283,21 @@ class FeatureStore:
         if not self.breaker.allows_call():
             raise Retriable("redis circuit breaker open: state snapshot not written")
         try:
-            self.retrying(self._write, snapshot)
+            generations = self.retrying(self._write, snapshot)
         except Retriable:
             self._failed()
             raise
         self._succeeded()
-        self.state.written(snapshot)
+        self.state.written(snapshot, generations)
 
-    def _write(self, snapshot: Snapshot) -> None:
-        assert self.state is not None
+    def _write(self, snapshot: Snapshot) -> np.ndarray:
         pipe = self.client.pipeline(transaction=False)
-        assert self._persist_script is not None
-        size = 2 * self.state.version_bytes
-        values = np.frombuffer(snapshot.blob, np.uint8).reshape(len(snapshot.keys), size)
-        rows = np.arange(len(snapshot.keys))
-        if self.settings.cluster:  # a script's keys must share a slot
-            slots = np.array([key_slot(k.encode()) for k in snapshot.keys])
-            calls = [rows[slots == slot] for slot in np.unique(slots)]
-        else:
-            calls = [rows]
-        ttl = int(self.settings.ttl_s * 1000)
-        for slot_rows in calls:
-            for part in np.array_split(slot_rows, -(-len(slot_rows) // PERSIST_MAX_KEYS)):
-                keys = [snapshot.keys[i] for i in part.tolist()]
-                self._persist_script(keys=keys, args=[ttl, size, values[part].tobytes()], client=pipe)
+        generations = self.layout.queue_write(pipe, snapshot.keys, snapshot.generations, snapshot.values)
         try:
             pipe.execute()
         except redis.RedisError as exc:
             raise Retriable(f"redis: {exc}") from exc
+        return generations
 
     def committed(self) -> None:
         """The offsets the last written snapshots were tagged with are committed."""
@@ -352,7 +317,7 @@ class FeatureStore:
         unique, inverse = np.unique(ids[identified].astype(str), return_inverse=True)
         fields = [f.field or f.name for f in group.features]
         for entity_id in unique.tolist():
-            pipe.hmget(self.keys.stored(group.template, entity_id), fields)
+            pipe.hmget(stored_key(group.template, entity_id), fields)
 
         def read(replies: list[Any]) -> None:
             table = np.array(replies, dtype=object).reshape(len(unique), len(fields))[inverse]

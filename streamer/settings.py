@@ -259,7 +259,9 @@ class FeatureStoreSettings(Section):
         "it: only then is each entity's state owned by one partition and exact under replay.",
     )
     ttl_s: float = Field(
-        7 * 86400, ge=0, description="Expiry of an entity's state snapshot after its last write; 0 = never."
+        7 * 86400,
+        ge=0,
+        description="An entity's state snapshot expires between this and twice this after its last write; 0 = never.",
     )
     timeout_ms: float = Field(100, gt=0, description="Socket timeout of one Redis call.")
     max_stall_ms: float = Field(

@@ -114,8 +114,7 @@ class Worker:
             delivery.refused_records == "stop",
             self.tracing,
         )
-        self.checkpoint = for_mode(
-            delivery.mode,
+        self.checkpoint = for_mode(delivery.mode)(
             self.source,
             self.sink,
             delivery.commit_interval_ms / 1000,

@@ -193,14 +193,5 @@ class ExactlyOnce(Checkpoint):
         return self.sink.restart(self.flush_timeout_s)
 
 
-def for_mode(
-    mode: Mode,
-    source: KafkaSource,
-    sink: KafkaSink,
-    interval_s: float,
-    flush_timeout_s: float,
-    on_refused: Callable[[list[Refusal]], None],
-    clock: Callable[[], float] = time.monotonic,
-) -> Checkpoint:
-    strategy = ExactlyOnce if mode == "exactly_once" else AtLeastOnce
-    return strategy(source, sink, interval_s, flush_timeout_s, on_refused, clock)
+def for_mode(mode: Mode) -> type[Checkpoint]:
+    return ExactlyOnce if mode == "exactly_once" else AtLeastOnce

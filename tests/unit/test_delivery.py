@@ -38,7 +38,7 @@ class Sink:
 
 def checkpoint(source: RecordingSource, sink: Sink, on_refused: Any = None, mode: Mode = "at_least_once") -> Checkpoint:
     handler = on_refused or (lambda refused: None)
-    return for_mode(mode, cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0, on_refused=handler)
+    return for_mode(mode)(cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0, on_refused=handler)
 
 
 def test_commits_next_offset_per_owned_partition_after_flush() -> None:
