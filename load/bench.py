@@ -278,7 +278,7 @@ def main() -> None:
         f"{redis_process_us:.2f} µs of process CPU (INFO cpu)"
     )
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
-    print(f"(c) worker with tracing on, every event traced, 1 in {SAMPLED_EVERY} sampled: {with_tracing:9.0f} events/s: "
+    print(f"(c) worker with tracing on, 1 in {SAMPLED_EVERY} events sampled: {with_tracing:9.0f} events/s: "
           f"tracing costs {1 - with_tracing / worker:.1%} of throughput")  # fmt: skip
     sustainable = max_sustainable(args.config, base, run, worker, args.probe_seconds)
     rate = sustainable / 2
