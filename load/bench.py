@@ -52,6 +52,7 @@ KEEP_UP_GRACE_S = 5.0
 
 SAMPLED_EVERY = 100  # a 1% ratio sampler upstream; every sampled event still gets its own child span
 
+
 def fresh_settings(base: Settings, run: str, **changes: Any) -> Settings:
     tree = base.model_dump(mode="python")
     tree["topics"] |= {
