@@ -29,6 +29,7 @@ from streamer.kafka.admin import create_topics
 from streamer.model import export_package
 from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
 from streamer.records import Columns
+from streamer.registry import unframed
 from streamer.settings import Settings
 
 COUNTRIES = np.array(["US", "GB", "DE", "FR", "NL", "ES", "IT", "BR", "IN", "NG", "PL", "SE"])
@@ -243,7 +244,7 @@ def run_demo(
                 if message.error():
                     continue
                 received = time.time()
-                row = scored_codec.decode_one(message.value())
+                row = scored_codec.decode_one(unframed(message.value() or b"", settings.schemas.output_framing))
                 if not row["event_id"].startswith(prefix):
                     continue
                 if row["event_id"] in arrivals:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.registry_standin import StandInRegistry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
 FEATURE_SPEC = ROOT / "configs" / "features" / "fraud.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
@@ -27,6 +36,13 @@ def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
     path = folder / "nullable_payment.avsc"
     path.write_text(json.dumps(declared))
     return path
+
+
+@pytest.fixture
+def schema_registry() -> Iterator[StandInRegistry]:
+    """A stand-in Schema Registry of the test's own (tests/registry_standin.py), BACKWARD by default."""
+    with StandInRegistry().running() as registry:
+        yield registry
 
 
 @pytest.fixture(scope="session")

@@ -146,3 +146,16 @@ def test_malformed_yaml_in_a_structured_value_names_the_variable_not_the_text(tm
 def test_empty_value_unsets_an_optional_number(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_SCHEMAS__MAX_RECORD_BYTES": ""})
     assert settings.schemas.max_record_bytes is None
+
+
+def test_framed_outputs_need_a_registry(tmp_path: Path) -> None:
+    with pytest.raises(Fatal, match=r"schemas: output_framing confluent registers the outputs' schemas: set schemas\."):
+        load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_SCHEMAS__OUTPUT_FRAMING": "confluent"})
+
+
+def test_registry_client_properties_from_the_environment_are_dotted_and_verbatim(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, MINIMAL),
+        environ={"STREAMER_SCHEMAS__REGISTRY_CONFIG__BASIC_AUTH_USER_INFO": "streamer:#x: 0777"},
+    )
+    assert settings.schemas.registry_config == {"basic.auth.user.info": "streamer:#x: 0777"}
