@@ -48,7 +48,7 @@ def schema_registry() -> Iterator[StandInRegistry]:
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo fraud model package trained on few events: tests need its shape, not its skill."""
-    from streamer.demo import train_demo_model
+    from streamer.demo.payments import train_demo_model
 
     base = tmp_path_factory.mktemp("models") / "fraud"
     train_demo_model(base, FEATURE_SPEC, SCHEMAS / "payment.avsc", version=1, events=4000)
@@ -97,7 +97,7 @@ def filling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import numpy as np
 
     from streamer.codec import AvroCodec
-    from streamer.demo import synth_payments
+    from streamer.demo.payments import synth_payments
     from streamer.features import replay_aggregates
     from streamer.model import export_package
     from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset

@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.features import replay_aggregates
 from streamer.kafka.admin import create_topics
 from streamer.model import load_model

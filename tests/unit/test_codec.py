@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamer.codec import AvroCodec, WriterSchemas
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.errors import Fatal
 from streamer.records import RawBatch
 from tests.conftest import SCHEMAS, nullable_payments

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.offline import dead_letter_path, score_file
 from streamer.settings import Settings
 from tests.conftest import SCHEMAS, nullable_payments
