@@ -6,7 +6,8 @@ A scored record is the envelope (event id, entity, event time, score, alert, mod
 version, scored_at, features_degraded, shadow fields, source partition and offset) and the
 input fields `outputs.pass_through` names, with their input types. `derived_schema` is that
 record as an Avro schema; the configured `schemas.scored` is checked against it at start, and
-`streamer schema scored` prints it for registering.
+`streamer schema scored` prints it. `written_schemas` names the schema each output topic is
+written with, which `schemas.output_framing: confluent` registers (`streamer.registry`).
 """
 
 from __future__ import annotations
