@@ -73,7 +73,7 @@ def test_framed_outputs_decode_by_id_and_an_incompatible_version_is_refused_whil
         make_settings,
         schema_registry.url,
         topics={"drift": f"drift-{uuid.uuid4().hex[:10]}"},
-        model={"path": str(models), "alert_threshold": 0.1, "watch_interval_s": 0.2},
+        model={"path": str(models), "alert_threshold": 0.0, "watch_interval_s": 0.2},  # every record alerts
     )
     topics = settings.topics
     assert topics.alerts and topics.drift
@@ -103,7 +103,7 @@ def test_framed_outputs_decode_by_id_and_an_incompatible_version_is_refused_whil
 
     brokers = str(settings.admin_config()["bootstrap.servers"])
     scored = read_topic(brokers, topics.scored, 2 * EVENTS)
-    alerts = read_topic(brokers, topics.alerts, 1)
+    alerts = read_topic(brokers, topics.alerts, 2 * EVENTS)
     letters = read_topic(brokers, topics.dlq, len(POISON))
     windows = read_topic(brokers, topics.drift, 1)  # the drain closes the open window
     outputs = (topics.scored, topics.alerts, topics.dlq, topics.drift)
@@ -114,7 +114,7 @@ def test_framed_outputs_decode_by_id_and_an_incompatible_version_is_refused_whil
     records = decoded(schema_registry, topics.scored, scored)
     assert sorted(r["event_id"] for r in records) == sorted([*first.columns["event_id"], *second.columns["event_id"]])
     assert {r["model_version"] for r in records} == {1}  # v2 never served
-    assert len(alerts) == sum(r["alert"] for r in records)
+    assert len(alerts) == sum(r["alert"] for r in records) == 2 * EVENTS
     assert sorted(r["original_value"] for r in decoded(schema_registry, topics.dlq, letters)) == sorted(POISON)
     assert all(w["worker_ids"] == [settings.worker_id] for w in decoded(schema_registry, topics.drift, windows))
 
