@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.kafka.admin import create_topics
 from streamer.settings import Settings, load_settings
 from streamer.tracing import Tracing

@@ -18,6 +18,7 @@ from streamer.drift.report import render_report
 from streamer.drift.windows import merge_by_window
 from streamer.errors import Fatal
 from streamer.kafka.consumer import read_topic_to_end
+from streamer.registry import unframed
 from streamer.settings import Settings
 
 
@@ -26,8 +27,10 @@ def write_report(settings: Settings, out: Path) -> str:
     if not topic:
         raise Fatal("topics.drift is not set: workers publish no drift windows; set it and restart them")
     codec = AvroCodec(settings.schemas.drift)
+    framing = settings.schemas.output_framing
     windows = [
-        from_avro_record(codec.decode_one(value)).window for value in read_topic_to_end(settings.admin_config(), topic)
+        from_avro_record(codec.decode_one(unframed(value, framing))).window
+        for value in read_topic_to_end(settings.admin_config(), topic)
     ]
     if not windows:
         raise Fatal(f"drift topic {topic} holds no windows yet; windows close every drift.window_s of event time")
