@@ -251,7 +251,7 @@ def offline_scores(settings: Settings, columns: Columns) -> dict[str, float]:
     model = load_model(settings.model, AvroCodec(settings.schemas.input).field_types)
     n = len(columns[settings.event.id_field])
     columns = columns | replay_aggregates(model.spec.entity_features(), columns, settings.event.time_field)
-    scores = model.signature(**to_tensors(columns, model.inputs, n))[settings.model.score_output].numpy()
+    scores = model.signature(**to_tensors(columns, model.inputs, n))["score"].numpy()
     return dict(zip(columns[settings.event.id_field], scores.astype(np.float64).tolist(), strict=True))
 
 

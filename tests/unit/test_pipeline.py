@@ -30,11 +30,11 @@ def test_padding_repeats_last_row_and_nulls_become_empty_strings() -> None:
 
 def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
-    model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
+    model = load_model(ModelSettings(path=demo_model), fields)
     columns, _ = synth_payments(37, np.random.default_rng(3))
     columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
     events = EventBatch(columns, np.zeros(37, np.int32), np.arange(37, dtype=np.int64), [None] * 37)
-    padded = score(model, events, (64,))
+    padded = score(model, events, (64,))["score"]
     direct = model.signature(**to_tensors(columns, model.inputs, 37))["score"].numpy()
     assert padded.shape == (37,)
     np.testing.assert_allclose(padded, direct, atol=1e-6)
@@ -42,14 +42,14 @@ def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
 
 def test_rejected_rows_are_isolated_and_the_rest_scored_as_alone(strict_model: Path) -> None:
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
-    model = load_model(ModelSettings(path=strict_model, score_output="score"), fields)
+    model = load_model(ModelSettings(path=strict_model), fields)
     columns, _ = synth_payments(300, np.random.default_rng(4))
     columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
     columns["amount"][[7, 150, 151]] = STRICT_MAX_AMOUNT * 10
     columns["amount"][299] = STRICT_NAN_AMOUNT
     events = EventBatch(columns, np.zeros(300, np.int32), np.arange(300, dtype=np.int64), [None] * 300)
 
-    scored, rejected = score_batch(Serving(model), events, (64, 256), 0.5, 0, None, "card_id")
+    scored, rejected = score_batch(Serving(model), events, (64, 256), 0, None, "card_id")
 
     assert sorted(rejected) == [7, 150, 151, 299]
     assert all("amount out of range" in rejected[row].reason for row in (7, 150, 151)), rejected
@@ -57,7 +57,7 @@ def test_rejected_rows_are_isolated_and_the_rest_scored_as_alone(strict_model: P
     assert {refusal.error_class for refusal in rejected.values()} == {"ModelRejected"}
     kept = np.setdiff1d(np.arange(300), [7, 150, 151, 299])
     assert scored.events.offsets.tolist() == kept.tolist()
-    alone = score(model, events.take(kept), (64, 256))
+    alone = score(model, events.take(kept), (64, 256))["score"]
     np.testing.assert_allclose(scored.scores, alone, atol=1e-6)
 
 
@@ -88,7 +88,7 @@ def test_admit_refuses_missing_entities_under_dead_letter_and_null_inputs_always
 
 def test_a_null_numeric_input_is_refused_and_the_rest_scored(demo_model: Path) -> None:
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
-    model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
+    model = load_model(ModelSettings(path=demo_model), fields)
     columns, _ = synth_payments(40, np.random.default_rng(8))
     columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
     amounts = columns["amount"].astype(object)  # as a ["null", "double"] field decodes
@@ -97,7 +97,7 @@ def test_a_null_numeric_input_is_refused_and_the_rest_scored(demo_model: Path) -
         {**columns, "amount": amounts}, np.zeros(40, np.int32), np.arange(40, dtype=np.int64), [None] * 40
     )
 
-    scored, rejected = score_batch(Serving(model), events, (64,), 0.5, 0, None, "card_id")
+    scored, rejected = score_batch(Serving(model), events, (64,), 0, None, "card_id")
 
     assert rejected == {
         row: Rejection(
@@ -107,17 +107,17 @@ def test_a_null_numeric_input_is_refused_and_the_rest_scored(demo_model: Path) -
         for row in (5, 6)
     }
     kept = np.setdiff1d(np.arange(40), [5, 6])
-    alone = score(model, EventBatch(columns, events.partitions, events.offsets, events.keys).take(kept), (64,))
+    alone = score(model, EventBatch(columns, events.partitions, events.offsets, events.keys).take(kept), (64,))["score"]
     np.testing.assert_array_equal(scored.scores, alone)
 
 
 def test_a_batch_refused_whole_scores_nothing(demo_model: Path) -> None:
     fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
-    model = load_model(ModelSettings(path=demo_model, score_output="score"), fields)
+    model = load_model(ModelSettings(path=demo_model), fields)
     columns, _ = synth_payments(2, np.random.default_rng(9))
     columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
     events = EventBatch(
         {**columns, "amount": np.array([None, None], dtype=object)}, np.zeros(2, np.int32), np.arange(2), [None] * 2
     )
-    scored, rejected = score_batch(Serving(model), events, (64,), 0.5, 0, None, "card_id")
+    scored, rejected = score_batch(Serving(model), events, (64,), 0, None, "card_id")
     assert sorted(rejected) == [0, 1] and len(scored.events) == 0
