@@ -181,7 +181,7 @@ def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> Sett
             tree[name] = {**tree.get(name, {}), **values}
         settings = Settings.model_validate(tree)
         topics = settings.topics
-        create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+        create_topics(settings.admin_config(), settings.topic_names(), topics.partitions, topics.replication_factor)
         return settings
 
     return factory
