@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +7,7 @@ import tensorflow as tf
 from streamer.codec import AvroCodec
 from streamer.demo.payments import synth_payments
 from streamer.features import replay_aggregates
-from streamer.lifecycle import Serving
+from streamer.lifecycle import Serving, entity_buckets, routed
 from streamer.model import load_model
 from streamer.pipeline import admit, padded_size, score, score_batch, to_tensors
 from streamer.records import EventBatch, Rejection
@@ -121,3 +122,27 @@ def test_a_batch_refused_whole_scores_nothing(demo_model: Path) -> None:
     )
     scored, rejected = score_batch(Serving(model), events, (64,), 0, None, "card_id")
     assert sorted(rejected) == [0, 1] and len(scored.events) == 0
+
+
+def test_a_canary_split_keeps_input_order_and_each_events_version_and_outputs(strict_model: Path) -> None:
+    """The canary's and the primary's rows are scored apart and put back in input order, the
+    rejected ones left out; the shadow scores every row it can."""
+    fields = AvroCodec(SCHEMAS / "payment.avsc").field_types
+    model = load_model(ModelSettings(path=strict_model), fields)
+    candidate = replace(model, version=2)
+    columns, _ = synth_payments(200, np.random.default_rng(12))
+    columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
+    columns["amount"][[3, 120]] = STRICT_MAX_AMOUNT * 10
+    events = EventBatch(columns, np.zeros(200, np.int32), np.arange(200, dtype=np.int64), [None] * 200)
+
+    scored, rejected = score_batch(Serving(model, candidate, 0.5, 1.0), events, (64, 256), 0, None, "card_id")
+
+    kept = np.setdiff1d(np.arange(200), [3, 120])
+    assert sorted(rejected) == [3, 120] and scored.events.offsets.tolist() == kept.tolist()
+    canary = routed(entity_buckets(columns["card_id"][kept]), 0.5)
+    assert 0 < canary.sum() < len(kept) and (scored.model_versions == np.where(canary, 2, 1)).all()
+    alone = score(model, events.take(kept), (256,))["score"]
+    np.testing.assert_allclose(scored.values["score"], alone, atol=1e-6)
+    np.testing.assert_allclose(scored.scores, alone, atol=1e-6)
+    assert scored.shadow_scores is not None and scored.shadow_version == 2
+    np.testing.assert_allclose(scored.shadow_scores, alone, atol=1e-6)  # the same graph, shadowing every row
