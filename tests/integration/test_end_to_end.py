@@ -67,3 +67,20 @@ def test_alert_topic_holds_exactly_the_events_over_threshold(make_settings: Sett
     assert settings.topics.alerts is not None
     alerts = {codec.decode_one(m.value)["event_id"] for m in read_topic(brokers, settings.topics.alerts, len(over))}
     assert alerts == over
+
+
+def test_a_latency_target_out_of_reach_drains_in_full_batches_and_counts_every_late_one(
+    make_settings: SettingsFactory,
+) -> None:
+    """1 ms cannot hold a model call here: every batch is late, none is lost or cut to pieces."""
+    settings = make_settings(batching={"target_latency_ms": 1})
+    produce_payments(settings, 2000, seed=2)
+    worker = Worker(settings)
+
+    stats = worker.run(max_events=2000, timeout_s=120)
+
+    assert stats.scored == 2000
+    assert committed_offsets(settings) == end_offsets(settings)
+    assert worker.batcher.cost.observed == stats.batches  # each scored batch taught the estimate once
+    assert worker.metrics.registry.get_sample_value("streamer_latency_target_missed_total") == stats.batches
+    assert stats.batches < 100  # batches of what has arrived, as without a target: not one per event
