@@ -12,8 +12,8 @@ fixed + per-event seconds (`BatchCost`), and the batch is cut earlier, and small
 oldest event's wait plus that cost stays under the target. Hand tuning `max_wait_ms` cannot do
 this: the right wait depends on the rate and on the machine. When even one event cannot make
 the target (the oldest has already waited too long: the worker is past the rate it can serve
-at that latency), batches go back to full size, trading latency for throughput so the queue
-drains, and each batch that ends past the target is counted. The two bounds always hold.
+at that latency), the two bounds alone decide again, trading latency for throughput so the
+queue drains, and each batch that ends past the target is counted. The two bounds always hold.
 """
 
 from __future__ import annotations
@@ -115,11 +115,12 @@ class MicroBatcher:
 
     def wait_s(self) -> float | None:
         """Time until the pending batch is due; None when nothing is pending. With a target, due
-        when waiting longer would leave less than the pending batch's predicted cost."""
+        when waiting longer would leave less than the pending batch's predicted cost; once the
+        oldest event is late anyway, `max_wait` alone (company for it is throughput)."""
         if self._oldest_at is None:
             return None
         due = self._oldest_at + self.max_wait_s
-        if self.target_s is not None:
+        if self.target_s is not None and self._fitting():
             due = min(due, self._oldest_at + self.target_s - self.cost.predict(self._pending))
         return max(due - self.clock(), 0.0)
 
@@ -127,10 +128,14 @@ class MicroBatcher:
         """How many events the next batch takes: with a target, the most whose predicted cost
         still lets the oldest pending event finish within it; all (up to `max_batch_size`) when
         not even one would, or when there is no target."""
+        return self._fitting() or self.max_batch_size
+
+    def _fitting(self) -> int:
+        """With a target and events pending, how many events the oldest one's remaining budget
+        allows (0: it is late already); 0 without either."""
         if self.target_s is None or self._oldest_at is None:
-            return self.max_batch_size
-        budget = self._oldest_at + self.target_s - self.clock()
-        return self.cost.fitting(budget, self.max_batch_size) or self.max_batch_size
+            return 0
+        return self.cost.fitting(self._oldest_at + self.target_s - self.clock(), self.max_batch_size)
 
     def ready(self) -> bool:
         return self._pending >= self.limit() or self.wait_s() == 0.0

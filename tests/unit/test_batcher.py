@@ -159,6 +159,17 @@ def test_past_the_target_batches_grow_for_throughput_and_late_batches_count() ->
     assert len(misses) == 1
 
 
+def test_a_late_batch_waits_for_company_up_to_max_wait() -> None:
+    clock = FakeClock()
+    batcher = MicroBatcher(1000, 0.005, clock, target_s=0.010)
+    taught(batcher, clock, [(10, 0.0081), (100, 0.0090)] * 2)  # 8 ms + 10 µs/event
+    batcher.add(events([0], [1]))
+    assert abs(batcher.wait_s() - 0.00199) < 1e-6  # type: ignore[operator]  # cut in time: 2 ms
+    clock.now += 0.003  # the loop was busy past that: the event is late whatever happens now
+    assert batcher.limit() == 1000
+    assert abs(batcher.wait_s() - 0.002) < 1e-6  # type: ignore[operator]  # max_wait's 5 ms, for throughput
+
+
 def test_a_dropped_batch_teaches_nothing_and_a_clear_forgets_taken_batches() -> None:
     clock = FakeClock()
     batcher = MicroBatcher(1000, 0.005, clock, target_s=0.010)
