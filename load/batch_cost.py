@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer import pipeline
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.features import Enrichment
 from streamer.lifecycle import ModelLifecycle
 from streamer.records import RawBatch
