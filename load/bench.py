@@ -12,7 +12,10 @@ on the same local broker, with the same client settings, in one run.
     batch processor with an exporter that drops them, so a collector's cost is not counted);
 (d) the maximum sustainable rate: the load generator against a worker process, down a ladder of
     rates from (b)'s until the worker keeps up; then p50/p99 from event time to the scored event
-    read back at 50% of that rate.
+    read back at 50% of that rate and at 4k events/s, each against a per-message pass-through
+    (`load/passthrough.py`: consume → produce the same bytes, the same client settings) at the
+    same rate: the floor, so the worker's figures are also given as what it adds over it.
+    `--latency-only RATE …` runs just that comparison (a short smoke with --latency-seconds 10).
 (a), (b) and (c) drain the same pre-produced backlog (the past day of event time) from the
 start, each with a fresh group, interleaved; each figure is the median of --repeats runs.
 The last line is `worker/bare throughput ratio: X.XX`.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -32,6 +36,7 @@ from typing import Any
 
 import loadgen  # load/, the folder of this script, is on sys.path
 import numpy as np
+import passthrough
 import redis
 from confluent_kafka import Consumer, Producer
 from fastavro import schemaless_reader, schemaless_writer
@@ -48,6 +53,7 @@ from streamer.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 RATE_LADDER = tuple(0.6 * 0.75**step for step in range(7))  # shares of the drain rate, 60% down to 11%
 KEEP_UP_GRACE_S = 5.0
+LIGHT_RATE = 4000.0  # events/s: the light load issue 17's acceptance names
 
 
 SAMPLED_EVERY = 100  # a 1% ratio sampler upstream; every sampled event still gets its own child span
@@ -160,31 +166,55 @@ def worker_run(settings: Settings, events: int, tracing: Tracing | None = None) 
     return events / elapsed, stages
 
 
-def latency_at(config: Path, base: Settings, name: str, rate: float, seconds: float) -> dict[str, Any]:
+def latency_at(
+    config: Path, base: Settings, name: str, rate: float, seconds: float, floor: bool = False
+) -> dict[str, Any]:
     """The load generator's summary (sent, scored, p50/p99 ms from event time to the scored event
     read back) at a steady `rate`, against a worker process of its own (as in production: it
-    shares the cores with the generator and the broker, not the GIL)."""
+    shares the cores with the generator and the broker, not the GIL), or with `floor` against
+    the pass-through process, whose outputs are the input records themselves."""
     settings = loadgen.fresh_topics(base, name)
     topics = settings.topics
     create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
-    port = loadgen.free_port()
-    worker = loadgen.spawn_worker(config, settings, port)
+    if floor:
+        group = str(settings.kafka.consumer["group.id"])
+        process: subprocess.Popen[Any] = passthrough.spawn(config, topics.input, topics.scored, group)
+    else:
+        port = loadgen.free_port()
+        process = loadgen.spawn_worker(config, settings, port)
     try:
-        loadgen.wait_ready(port, worker)
+        if not floor:
+            loadgen.wait_ready(port, process)
         timeline, started = loadgen.Timeline(), time.monotonic()
+        deadline = started + seconds + KEEP_UP_GRACE_S
+        schema = settings.schemas.input if floor else None
         reader = threading.Thread(
-            target=loadgen.read_scored,
-            args=(settings, int(rate * seconds), started + seconds + KEEP_UP_GRACE_S, started, timeline),
+            target=loadgen.read_scored, args=(settings, int(rate * seconds), deadline, started, timeline, schema)
         )
         reader.start()
         generator = loadgen.Generator(settings, loadgen.ENTITIES, loadgen.SKEW, None)
         loadgen.produce(settings, generator, rate, seconds, timeline)
         reader.join()
     finally:
-        worker.terminate()
-        worker.wait(60)
-        loadgen.forget_keys(settings)
+        process.terminate()
+        process.wait(60)
+        if not floor:
+            loadgen.forget_keys(settings)
     return loadgen.summarize(timeline, rate, seconds, None)
+
+
+def against_floor(config: Path, base: Settings, name: str, rate: float, seconds: float) -> dict[str, Any]:
+    """The worker and the pass-through at the same `rate`, one after the other: both summaries,
+    and what the worker adds to the floor's p50 and p99."""
+    worker = latency_at(config, base, name, rate, seconds)
+    floor = latency_at(config, base, f"{name}-floor", rate, seconds, floor=True)
+    added = {f"added_{q}": (worker[q] or float("nan")) - (floor[q] or float("nan")) for q in ("p50_ms", "p99_ms")}
+    print(f"(d) {rate:.0f} events/s: worker p50 {worker['p50_ms'] or float('nan'):.1f} / p99 "
+          f"{worker['p99_ms'] or float('nan'):.1f} ms, pass-through p50 {floor['p50_ms'] or float('nan'):.1f} / p99 "
+          f"{floor['p99_ms'] or float('nan'):.1f} ms: the worker adds p50 {added['added_p50_ms']:.1f} / p99 "
+          f"{added['added_p99_ms']:.1f} ms ({worker['scored']}/{worker['sent']} and "
+          f"{floor['scored']}/{floor['sent']} read back)")  # fmt: skip
+    return {"rate": rate, "worker": worker, "floor": floor, **added}
 
 
 def max_sustainable(config: Path, base: Settings, run: str, drain_rate: float, seconds: float) -> float:
@@ -223,10 +253,20 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--probe-seconds", type=float, default=10, help="length of each (d) rate probe")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per variant; medians are reported")
-    parser.add_argument("--json", type=Path, default=ROOT / "load" / "results" / "bench.json")
+    parser.add_argument("--json", type=Path, help="default: load/results/bench.json (bench-latency.json)")
+    parser.add_argument("--latency-only", type=float, nargs="+", metavar="RATE",
+                        help="only (d)'s worker against the pass-through, at these rates (events/s)")  # fmt: skip
     args = parser.parse_args()
     base = load_settings(args.config)
     run = uuid.uuid4().hex[:8]
+    results = ROOT / "load" / "results"
+    if args.latency_only:
+        compared = [against_floor(args.config, base, f"{run}-lat{i}", rate, args.latency_seconds)
+                    for i, rate in enumerate(args.latency_only)]  # fmt: skip
+        out = args.json or results / "bench-latency.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"latency": compared}, indent=1))
+        return
     settings = fresh_settings(base, run)
     topics = settings.topics
     create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
@@ -283,20 +323,26 @@ def main() -> None:
           f"tracing costs {1 - with_tracing / worker:.1%} of throughput")  # fmt: skip
     sustainable = max_sustainable(args.config, base, run, worker, args.probe_seconds)
     rate = sustainable / 2
-    at_half = latency_at(args.config, base, f"{run}-lat", rate, args.latency_seconds)
-    p50, p99 = at_half["p50_ms"], at_half["p99_ms"]
     print(f"(d) maximum sustainable rate with the load generator on the same cores: {sustainable:.0f} events/s "
           f"({sustainable / worker:.0%} of (b)'s drain rate)")  # fmt: skip
-    print(f"(d) at 50% of it, {rate:.0f} events/s, max_wait_ms={settings.batching.max_wait_ms:g}: "
-          f"end-to-end p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    at_half = against_floor(args.config, base, f"{run}-lat", rate, args.latency_seconds)
+    light = against_floor(args.config, base, f"{run}-light", LIGHT_RATE, args.latency_seconds)
+    p50, p99 = at_half["worker"]["p50_ms"], at_half["worker"]["p99_ms"]
+    batching = settings.batching
+    print(f"(d) at 50% of it, {rate:.0f} events/s, max_wait_ms={batching.max_wait_ms:g}, target_latency_ms="
+          f"{batching.target_latency_ms}: end-to-end p50 {p50:.1f} ms, p99 {p99:.1f} ms; over the pass-through: "
+          f"p50 +{at_half['added_p50_ms']:.1f} ms, p99 +{at_half['added_p99_ms']:.1f} ms")  # fmt: skip
+    out = args.json or results / "bench.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
         "stage_seconds": stages, "drift_off_events_per_s": no_drift, "features_off_events_per_s": no_features,
         "exactly_once_events_per_s": eos, "tracing_events_per_s": with_tracing, "redis_us_per_event": redis_us,
         "redis_process_us_per_event": redis_process_us,
         "max_sustainable_events_per_s": sustainable, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
-        "events": args.events,
+        "floor_p50_ms": at_half["floor"]["p50_ms"], "floor_p99_ms": at_half["floor"]["p99_ms"],
+        "added_p50_ms": at_half["added_p50_ms"], "added_p99_ms": at_half["added_p99_ms"],
+        "latency": [at_half, light], "events": args.events,
     }, indent=1))  # fmt: skip
     print(f"worker/bare throughput ratio: {worker / bare:.2f}")
 

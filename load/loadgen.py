@@ -119,8 +119,11 @@ def produce(settings: Settings, generator: Generator, rate: float, duration_s: f
     producer.flush(60)
 
 
-def read_scored(settings: Settings, expected: int, deadline: float, started: float, timeline: Timeline) -> None:
-    codec = AvroCodec(settings.schemas.scored)
+def read_scored(
+    settings: Settings, expected: int, deadline: float, started: float, timeline: Timeline, schema: Path | None = None
+) -> None:
+    """`schema`: what the scored topic holds, if not scored events (the pass-through copies inputs)."""
+    codec = AvroCodec(schema or settings.schemas.scored)
     reader = Consumer(
         {
             **settings.admin_config(),

@@ -66,6 +66,7 @@ class Metrics:
     alerts: Counter
     batches: Counter
     batch_size: Histogram
+    latency_target_missed: Counter
     stage_seconds: Histogram
     end_to_end_seconds: BatchHistogram
     consumer_lag: Gauge
@@ -121,6 +122,11 @@ class Metrics:
                 "streamer_batch_size",
                 "Events per micro-batch (before padding).",
                 buckets=BATCH_SIZE_BUCKETS,
+                registry=r,
+            ),
+            latency_target_missed=Counter(
+                "streamer_latency_target_missed",
+                "Batches whose oldest event spent longer than batching.target_latency_ms in the worker.",
                 registry=r,
             ),
             stage_seconds=Histogram(

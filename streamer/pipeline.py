@@ -24,17 +24,6 @@ def padded_size(n: int, allowed: tuple[int, ...]) -> int:
     return n
 
 
-def to_tensors(columns: Columns, inputs: dict[str, tf.DType], size: int) -> dict[str, tf.Tensor]:
-    """Signature inputs, padded by repeating the last row so padding holds valid values."""
-    tensors = {}
-    for name, dtype in inputs.items():
-        column = raw_column(columns, name, dtype)
-        if size > len(column):
-            column = np.concatenate([column, np.repeat(column[-1:], size - len(column))])
-        tensors[name] = tf.constant(column, dtype=dtype)
-    return tensors
-
-
 Values = dict[str, np.ndarray]  # selected signature outputs, by name, a row per event
 
 
@@ -42,7 +31,8 @@ def score(model: LoadedModel, events: EventBatch, allowed_sizes: tuple[int, ...]
     """The outputs `model.selection` names, padding cut: scalars as [n], vectors and top-k as
     [n, k]; numbers as float64 or int64, string ids as Python strings."""
     n = len(events)
-    outputs = model.run(to_tensors(events.columns, model.inputs, padded_size(n, allowed_sizes)))
+    columns = {name: raw_column(events.columns, name, dtype) for name, dtype in model.inputs.items()}
+    outputs = model.run(columns, padded_size(n, allowed_sizes))
     values: Values = {}
     for selection in model.selection:
         for name in selection.names:

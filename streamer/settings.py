@@ -109,6 +109,14 @@ class BatchingSettings(Section):
         "a backlog 1.5x faster than 1024 on the bench machine (per-batch costs amortised), 8192 no faster.",
     )
     max_wait_ms: float = Field(5.0, ge=0, description="Upper bound on how long the first event of a batch waits.")
+    target_latency_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Optional bound on an event's time in the worker (queued, batched, scored, produced): batches "
+        "are cut earlier and smaller from measured per-batch and per-event costs to keep it; past the rate that "
+        "allows, batches grow again for throughput and each late batch counts in "
+        "streamer_latency_target_missed_total. Unset: max_batch_size and max_wait_ms alone.",
+    )
     allowed_batch_sizes: tuple[int, ...] = Field(
         (64, 256, 1024, 2048, 4096),
         description="Batches are padded up to one of these sizes so the graph sees few shapes; each is warmed "

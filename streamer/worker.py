@@ -97,8 +97,10 @@ class Worker:
         self.registry = SchemaRegistry.of(settings.schemas)  # outputs framed; no call until start
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
-        self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
         self.metrics = Metrics.create()
+        target_s = None if batching.target_latency_ms is None else batching.target_latency_ms / 1000
+        missed = self.metrics.latency_target_missed.inc
+        self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock, target_s, missed)
         self.source = KafkaSource(
             settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost, self.metrics
         )
@@ -398,6 +400,7 @@ class Worker:
         if without_partitions:
             keep = ~np.isin(events.partitions, without_partitions)
             if not keep.any():
+                self.batcher.finished(measured=False)
                 return
             events = events.take(keep)
             enrichment = Enrichment({n: c[keep] for n, c in enrichment.columns.items()}, enrichment.degraded[keep])
@@ -455,6 +458,7 @@ class Worker:
         metrics.batches.inc()
         metrics.batch_size.observe(len(events))
         self._last_batch_end = self.clock()
+        self.batcher.finished()
         if self._swapped_after is not None:
             metrics.model_swap_gap.set(self._last_batch_end - self._swapped_after)
             self._swapped_after = None

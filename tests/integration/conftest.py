@@ -29,7 +29,7 @@ from streamer.demo.payments import rows_of, synth_payments
 from streamer.features import replay_aggregates
 from streamer.kafka.admin import create_topics
 from streamer.model import load_model
-from streamer.pipeline import to_tensors
+from streamer.preprocess import raw_tensors
 from streamer.records import Columns
 from streamer.settings import Settings
 from tests.conftest import SCHEMAS, free_port
@@ -249,9 +249,8 @@ def read_topic(connection: str | Mapping[str, Any], topic: str, expected: int, t
 def offline_scores(settings: Settings, columns: Columns) -> dict[str, float]:
     """Per event id, the model's score with the offline twin's aggregates over `columns`, in order."""
     model = load_model(settings.model, AvroCodec(settings.schemas.input).field_types)
-    n = len(columns[settings.event.id_field])
     columns = columns | replay_aggregates(model.spec.entity_features(), columns, settings.event.time_field)
-    scores = model.signature(**to_tensors(columns, model.inputs, n))["score"].numpy()
+    scores = model.signature(**raw_tensors(columns, model.inputs))["score"].numpy()
     return dict(zip(columns[settings.event.id_field], scores.astype(np.float64).tolist(), strict=True))
 
 

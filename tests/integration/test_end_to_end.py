@@ -5,7 +5,7 @@ import numpy as np
 from streamer.codec import AvroCodec
 from streamer.features import replay_aggregates
 from streamer.model import load_model
-from streamer.pipeline import to_tensors
+from streamer.preprocess import raw_tensors
 from streamer.settings import ModelSettings
 from streamer.worker import Worker
 from tests.conftest import SCHEMAS
@@ -35,7 +35,7 @@ def test_every_event_scored_once_with_offline_equal_scores(make_settings: Settin
     model = load_model(settings.model, fields)
     # Per card, the worker saw events in production order: the offline twin replays that order.
     columns = sent.columns | replay_aggregates(model.spec.entity_features(), sent.columns, "event_time")
-    offline = model.signature(**to_tensors(columns, model.inputs, EVENTS))["score"].numpy()
+    offline = model.signature(**raw_tensors(columns, model.inputs))["score"].numpy()
     offline_by_id = dict(zip(sent.columns["event_id"], offline.astype(np.float64), strict=True))
     streamed = np.array([row["score"] for row in scored])
     expected = np.array([offline_by_id[i] for i in ids])
@@ -51,7 +51,7 @@ def test_alert_topic_holds_exactly_the_events_over_threshold(make_settings: Sett
     sent = produce_payments(probe, 2000, seed=1)
     model = load_model(ModelSettings(path=probe.model.path), AvroCodec(probe.schemas.input).field_types)
     columns = sent.columns | replay_aggregates(model.spec.entity_features(), sent.columns, "event_time")
-    offline = model.signature(**to_tensors(columns, model.inputs, 2000))["score"].numpy()
+    offline = model.signature(**raw_tensors(columns, model.inputs))["score"].numpy()
     settings = make_settings(model={"alert_threshold": float(np.quantile(offline, 0.9))})
     produce_payments(settings, 2000, seed=1)
     Worker(settings).run(max_events=2000, timeout_s=120)
@@ -65,3 +65,20 @@ def test_alert_topic_holds_exactly_the_events_over_threshold(make_settings: Sett
     assert settings.topics.alerts is not None
     alerts = {codec.decode_one(m.value)["event_id"] for m in read_topic(brokers, settings.topics.alerts, len(over))}
     assert alerts == over
+
+
+def test_a_latency_target_out_of_reach_drains_in_full_batches_and_counts_every_late_one(
+    make_settings: SettingsFactory,
+) -> None:
+    """1 ms cannot hold a model call here: every batch is late, none is lost or cut to pieces."""
+    settings = make_settings(batching={"target_latency_ms": 1})
+    produce_payments(settings, 2000, seed=2)
+    worker = Worker(settings)
+
+    stats = worker.run(max_events=2000, timeout_s=120)
+
+    assert stats.scored == 2000
+    assert committed_offsets(settings) == end_offsets(settings)
+    assert worker.batcher.cost.observed == stats.batches  # each scored batch taught the estimate once
+    assert worker.metrics.registry.get_sample_value("streamer_latency_target_missed_total") == stats.batches
+    assert stats.batches < 100  # batches of what has arrived, as without a target: not one per event

@@ -21,7 +21,7 @@ from streamer.codec import AvroCodec
 from streamer.demo.payments import rows_of
 from streamer.model import load_model
 from streamer.offline import score_file
-from streamer.pipeline import to_tensors
+from streamer.preprocess import raw_tensors
 from streamer.worker import Worker
 from tests.conftest import ROOT
 from tests.integration.conftest import SettingsFactory, produce_values, read_topic
@@ -85,7 +85,7 @@ def test_streamed_top_k_equals_the_signature_and_offline_score(
     assert len(streamed) == EVENTS
 
     model = load_model(settings.model, codec.field_types, settings.outputs.values)
-    direct = model.signature(**to_tensors(columns, model.inputs, EVENTS))  # one unpadded call
+    direct = model.signature(**raw_tensors(columns, model.inputs))  # one unpadded call
     ids = direct["top_items"].numpy().astype(str).tolist()
     scores = direct["top_scores"].numpy()
     order = columns["event_id"].tolist()

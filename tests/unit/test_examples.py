@@ -9,7 +9,7 @@ import numpy as np
 from streamer.codec import AvroCodec
 from streamer.demo.payments import synth_payments
 from streamer.model import load_model
-from streamer.pipeline import to_tensors
+from streamer.preprocess import raw_tensors
 from streamer.settings import ModelSettings
 from tests.conftest import ROOT, SCHEMAS
 
@@ -25,5 +25,5 @@ def test_bring_your_own_model_example(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     model = load_model(ModelSettings(path=tmp_path / "byom"), AvroCodec(SCHEMAS / "payment.avsc").field_types)
     columns, _ = synth_payments(10, np.random.default_rng(1))
-    scores = model.signature(**to_tensors(columns, model.inputs, 10))["score"].numpy()
+    scores = model.signature(**raw_tensors(columns, model.inputs))["score"].numpy()
     assert scores.shape == (10,) and ((scores >= 0) & (scores <= 1)).all()

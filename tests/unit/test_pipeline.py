@@ -8,8 +8,9 @@ from streamer.codec import AvroCodec
 from streamer.demo.payments import synth_payments
 from streamer.features import replay_aggregates
 from streamer.lifecycle import Serving, entity_buckets, routed
-from streamer.model import load_model
-from streamer.pipeline import admit, padded_size, score, score_batch, to_tensors
+from streamer.model import PackedCall, load_model
+from streamer.pipeline import admit, padded_size, score, score_batch
+from streamer.preprocess import raw_tensors
 from streamer.records import EventBatch, Rejection
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS, STRICT_MAX_AMOUNT, STRICT_NAN_AMOUNT
@@ -22,11 +23,21 @@ def test_padded_size_picks_smallest_bucket() -> None:
     assert padded_size(300, (64, 256)) == 300
 
 
-def test_padding_repeats_last_row_and_nulls_become_empty_strings() -> None:
-    columns = {"s": np.array(["a", None], dtype=object), "x": np.array([1.0, 2.0])}
-    tensors = to_tensors(columns, {"s": tf.string, "x": tf.float32}, 4)
-    assert tensors["s"].numpy().tolist() == [b"a", b"", b"", b""]
-    assert tensors["x"].numpy().tolist() == [1.0, 2.0, 2.0, 2.0]
+def test_packed_call_hands_the_signature_its_named_columns_padded_with_the_last_row() -> None:
+    inputs = {"s": tf.string, "x": tf.float32, "t": tf.string, "y": tf.float32}
+    packed = PackedCall.of(lambda **named: named, inputs)
+    assert [names for _, names in packed.groups] == [("s", "t"), ("x", "y")]
+    columns = {
+        "s": np.array(["a", ""], dtype=object),
+        "t": np.array(["b", "c"], dtype=object),
+        "x": np.array([1.0, 2.0]),
+        "y": np.array([3.0, 4.0], np.float32),
+    }
+    named = packed.call(*packed.tensors(columns, 4))
+    assert named["s"].numpy().tolist() == [b"a", b"", b"", b""]
+    assert named["t"].numpy().tolist() == [b"b", b"c", b"c", b"c"]
+    assert named["x"].numpy().tolist() == [1.0, 2.0, 2.0, 2.0]
+    assert named["y"].dtype == tf.float32 and named["y"].numpy().tolist() == [3.0, 4.0, 4.0, 4.0]
 
 
 def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
@@ -36,9 +47,11 @@ def test_padded_scores_equal_unpadded_signature_call(demo_model: Path) -> None:
     columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
     events = EventBatch(columns, np.zeros(37, np.int32), np.arange(37, dtype=np.int64), [None] * 37)
     padded = score(model, events, (64,))["score"]
-    direct = model.signature(**to_tensors(columns, model.inputs, 37))["score"].numpy()
+    direct = model.signature(**raw_tensors(columns, model.inputs))["score"].numpy()
     assert padded.shape == (37,)
     np.testing.assert_allclose(padded, direct, atol=1e-6)
+    # unpadded, the packed call the worker makes is the named signature bit for bit
+    np.testing.assert_array_equal(score(model, events, (37,))["score"], direct.astype(np.float64))
 
 
 def test_rejected_rows_are_isolated_and_the_rest_scored_as_alone(strict_model: Path) -> None:
