@@ -46,10 +46,11 @@ from redis.commands.core import Script
 from redis.utils import HIREDIS_AVAILABLE
 
 from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggregates
-from streamer.entity_state import EntityState, Plan, Snapshot
+from streamer.entity_state import EntityState, Plan
 from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
+from streamer.quality.scores import ScoreLog
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
@@ -58,7 +59,7 @@ __all__ = ["Enrichment", "FeatureStore", "replay_aggregates"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: snapshot keys; ARGV: ttl_ms, bytes per key, then the values of all keys end to end.
+# KEYS: the keys; ARGV: ttl_ms, bytes per key, then the values of all keys end to end.
 # One call sets many keys with their expiry: per key, a SET from Python costs ~5 us of packing;
 # here a key costs a slice of one string.
 PERSIST_LUA = """
@@ -71,6 +72,33 @@ return #KEYS
 """
 
 PERSIST_MAX_KEYS = 2048  # per script call: a few ms of Redis, well inside a socket timeout
+
+
+def redis_client(s: FeatureStoreSettings) -> redis.Redis | RedisCluster:
+    """A client as `features:` describes it (AUTH, TLS, cluster); it connects on first use."""
+    options: dict[str, Any] = {
+        "username": s.username,
+        "password": s.password.get_secret_value() if s.password else None,
+        "socket_timeout": s.timeout_ms / 1000,
+        "socket_connect_timeout": s.timeout_ms / 1000,
+    }
+    if s.tls is not None:
+        options |= {
+            "ssl_ca_certs": str(s.tls.ca_file) if s.tls.ca_file else None,
+            "ssl_certfile": str(s.tls.cert_file) if s.tls.cert_file else None,
+            "ssl_keyfile": str(s.tls.key_file) if s.tls.key_file else None,
+        }
+    factory = RedisCluster.from_url if s.cluster else redis.Redis.from_url
+    return factory(s.url, **options)
+
+
+@dataclass(frozen=True)
+class _Values:
+    """Fixed-size values to SET under `keys` with one expiry (0: none), by PERSIST_LUA."""
+
+    keys: list[str]
+    values: np.ndarray  # (len(keys), size) uint8
+    ttl_ms: int
 
 
 class KeyLayout:
@@ -140,11 +168,14 @@ class FeatureStore:
         partition_key: str | None,
         clock: Callable[[], float] = time.monotonic,
         offline: bool = False,
+        scores: ScoreLog | None = None,
     ) -> None:
         """`partition_key`: the input field the input topic is keyed by; every aggregate must be
         over it. `offline`: aggregates come from the in-process twin over the whole input in
         order, and Redis is only read for stored values, so a backfill or replay reproduces what
-        the worker computed and writes nothing."""
+        the worker computed and writes nothing. `scores`: events' scores to write with the
+        snapshots, for quality (`streamer.quality.scores`)."""
+        self.scores = scores
         self.settings = settings
         self.time_field = time_field
         self.features = spec.entity_features()
@@ -188,21 +219,7 @@ class FeatureStore:
     @property
     def client(self) -> redis.Redis | RedisCluster:
         if self._client is None:
-            s = self.settings
-            options: dict[str, Any] = {
-                "username": s.username,
-                "password": s.password.get_secret_value() if s.password else None,
-                "socket_timeout": s.timeout_ms / 1000,
-                "socket_connect_timeout": s.timeout_ms / 1000,
-            }
-            if s.tls is not None:
-                options |= {
-                    "ssl_ca_certs": str(s.tls.ca_file) if s.tls.ca_file else None,
-                    "ssl_certfile": str(s.tls.cert_file) if s.tls.cert_file else None,
-                    "ssl_keyfile": str(s.tls.key_file) if s.tls.key_file else None,
-                }
-            factory = RedisCluster.from_url if s.cluster else redis.Redis.from_url
-            self._client = factory(s.url, **options)
+            self._client = redis_client(self.settings)
             self._persist_script = self._client.register_script(PERSIST_LUA)
         return self._client
 
@@ -295,40 +312,61 @@ class FeatureStore:
 
     def persist(self, offsets: dict[int, int]) -> None:
         """Write the snapshots of the entities changed since the last one, tagged with `offsets`
-        (per partition, the offset about to be committed), in one round trip. Raises `Retriable`
-        if Redis cannot take them: the checkpoint must then not commit those offsets."""
-        if self.state is None:
+        (per partition, the offset about to be committed), and the pending scores for quality,
+        in one round trip. Raises `Retriable` if Redis cannot take the snapshots: the checkpoint
+        must then not commit those offsets. Scores that cannot be written wait for the next one."""
+        snapshot = self.state.snapshot(offsets) if self.state is not None else None
+        snapshot = snapshot if snapshot is not None and snapshot.keys else None
+        scores = self.scores.pending() if self.scores is not None else None
+        writes = []
+        if snapshot is not None:
+            assert self.state is not None
+            values = np.frombuffer(snapshot.blob, np.uint8).reshape(len(snapshot.keys), 2 * self.state.version_bytes)
+            writes.append(_Values(snapshot.keys, values, int(self.settings.ttl_s * 1000)))
+        if scores is not None:
+            values = scores.values.view(np.uint8).reshape(len(scores.keys), -1)
+            writes.append(_Values(scores.keys, values, scores.ttl_ms))
+        if not writes:
             return
-        snapshot = self.state.snapshot(offsets)
-        if not snapshot.keys:
-            return
-        if not self.breaker.allows_call():
-            raise Retriable("redis circuit breaker open: state snapshot not written")
         try:
-            self.retrying(self._write, snapshot)
-        except Retriable:
-            self._failed()
-            raise
+            if not self.breaker.allows_call():
+                raise Retriable("redis circuit breaker open: state snapshot not written")
+            try:
+                self.retrying(self._write, writes)
+            except Retriable:
+                self._failed()
+                raise
+        except Retriable as exc:
+            if snapshot is not None:
+                raise
+            log.warning("scores for quality not written, kept for the next checkpoint: %s", exc)
+            return
         self._succeeded()
-        self.state.written(snapshot)
+        if snapshot is not None:
+            assert self.state is not None
+            self.state.written(snapshot)
+        if self.scores is not None:
+            self.scores.written()
 
-    def _write(self, snapshot: Snapshot) -> None:
-        assert self.state is not None
+    def _write(self, writes: list[_Values]) -> None:
+        """Every write in one pipeline: one PERSIST_LUA call per PERSIST_MAX_KEYS keys (per hash slot
+        in a cluster, where a script's keys must share one)."""
         pipe = self.client.pipeline(transaction=False)
         assert self._persist_script is not None
-        size = 2 * self.state.version_bytes
-        values = np.frombuffer(snapshot.blob, np.uint8).reshape(len(snapshot.keys), size)
-        rows = np.arange(len(snapshot.keys))
-        if self.settings.cluster:  # a script's keys must share a slot
-            slots = np.array([key_slot(k.encode()) for k in snapshot.keys])
-            calls = [rows[slots == slot] for slot in np.unique(slots)]
-        else:
-            calls = [rows]
-        ttl = int(self.settings.ttl_s * 1000)
-        for slot_rows in calls:
-            for part in np.array_split(slot_rows, -(-len(slot_rows) // PERSIST_MAX_KEYS)):
-                keys = [snapshot.keys[i] for i in part.tolist()]
-                self._persist_script(keys=keys, args=[ttl, size, values[part].tobytes()], client=pipe)
+        for write in writes:
+            rows = np.arange(len(write.keys))
+            if self.settings.cluster:
+                slots = np.array([key_slot(k.encode()) for k in write.keys])
+                calls = [rows[slots == slot] for slot in np.unique(slots)]
+            else:
+                calls = [rows]
+            size = write.values.shape[1]
+            for slot_rows in calls:
+                for part in np.array_split(slot_rows, -(-len(slot_rows) // PERSIST_MAX_KEYS)):
+                    keys = [write.keys[i] for i in part.tolist()]
+                    self._persist_script(
+                        keys=keys, args=[write.ttl_ms, size, write.values[part].tobytes()], client=pipe
+                    )
         try:
             pipe.execute()
         except redis.RedisError as exc:

@@ -26,6 +26,7 @@ from redis.connection import parse_url
 
 from streamer.drift.settings import DriftSettings
 from streamer.errors import Fatal
+from streamer.quality.settings import QualitySettings
 
 ENV_PREFIX = "STREAMER_"
 LibrdkafkaProperties = dict[str, str | int | float | bool]
@@ -54,11 +55,13 @@ class TopicSettings(Section):
     alerts: str | None = Field(None, description="Optional topic for events scoring >= threshold.")
     dlq: str = Field(description="Dead-letter topic for records that cannot be scored.")
     drift: str | None = Field(None, description="Topic of drift windows (raw counts, mergeable across workers).")
+    labels: str | None = Field(None, description="Topic of delayed labels (schemas.labels), joined to their scores.")
+    quality: str | None = Field(None, description="Topic of quality windows (raw counts, mergeable across consumers).")
     partitions: int = Field(4, ge=1, description="Partitions used by `streamer topics create`.")
     replication_factor: int = Field(1, ge=1, description="Replication used by `topics create`.")
 
     def names(self) -> list[str]:
-        return [t for t in (self.input, self.scored, self.alerts, self.dlq, self.drift) if t]
+        return [t for t in (self.input, self.scored, self.alerts, self.dlq, self.drift, self.labels, self.quality) if t]
 
 
 class SchemaSettings(Section):
@@ -66,6 +69,8 @@ class SchemaSettings(Section):
     scored: Path = Field(description="Avro schema of the scored events.")
     dlq: Path = Field(description="Avro schema of dead-letter records.")
     drift: Path = Field(Path("schemas/drift_report.avsc"), description="Avro schema of drift windows.")
+    labels: Path = Field(Path("schemas/label.avsc"), description="Avro schema of delayed labels.")
+    quality: Path = Field(Path("schemas/quality_window.avsc"), description="Avro schema of quality windows.")
     input_framing: Literal["schemaless", "confluent"] = Field(
         "schemaless", description="confluent: magic byte + schema id, read through the writer schema."
     )
@@ -306,6 +311,15 @@ class Settings(Section):
     features: FeatureStoreSettings = FeatureStoreSettings()
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()
+    quality: QualitySettings | None = Field(
+        None, description="Model quality from delayed labels; absent, the worker keeps no scores."
+    )
+
+    @model_validator(mode="after")
+    def _quality_topics(self) -> Settings:
+        if self.quality is not None and not (self.topics.labels and self.topics.quality):
+            raise ValueError("quality needs topics.labels and topics.quality")
+        return self
 
     def consumer_config(self) -> dict[str, Any]:
         """Defaults, then the passthrough: users can override every librdkafka property."""

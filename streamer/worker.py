@@ -42,6 +42,7 @@ from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
 from streamer.outputs import Outputs
 from streamer.preprocess import Entity
+from streamer.quality.scores import ScoreLog
 from streamer.records import DeadLetter, EventBatch, Rejection, now_ms
 from streamer.settings import ModelSettings, Settings
 from streamer.tracing import Tracing
@@ -129,6 +130,8 @@ class Worker:
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
         self.drift: DriftTap | None = None
+        quality = settings.quality  # scores wait in Redis for their labels: written with the state
+        self.scores = ScoreLog(settings.features.key_prefix, quality, self.metrics) if quality else None
         self._warm = False
         self._paused = False
         self._rewinding = False  # a rewind waits for the broker: input held, records polled meanwhile dropped
@@ -434,9 +437,18 @@ class Worker:
                 elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value, headers):
                     self.dead_letters.refused_outputs([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
         traced.end()
+        produced: np.ndarray | slice = slice(None)
         if too_large:
+            produced = np.isin(np.arange(len(events)), too_large, invert=True)
             self._dead_letter([self._refused_output(scored_topic, events, values, row) for row in too_large])
-            events = events.take(np.isin(np.arange(len(events)), too_large, invert=True))
+            events = events.take(produced)
+        if self.scores is not None:
+            self.scores.add(
+                events.columns[settings.event.id_field],
+                scored.scores[produced],
+                scored.model_versions[produced],
+                events.columns[time_field],
+            )
         self.checkpoint.mark_processed(events.partitions, events.offsets)
         self._completed += len(events)
         metrics.events_scored.inc(len(events))

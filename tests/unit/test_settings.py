@@ -146,3 +146,13 @@ def test_malformed_yaml_in_a_structured_value_names_the_variable_not_the_text(tm
 def test_empty_value_unsets_an_optional_number(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_SCHEMAS__MAX_RECORD_BYTES": ""})
     assert settings.schemas.max_record_bytes is None
+
+
+def test_quality_is_off_by_default_and_needs_its_topics(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, MINIMAL), environ={}).quality is None
+    with pytest.raises(Fatal, match=r"quality needs topics\.labels and topics\.quality"):
+        load_settings(write(tmp_path, MINIMAL + "quality: {label_horizon_s: 3600}\n"), environ={})
+    topics = MINIMAL.replace("dlq: dead}", "dlq: dead, labels: lab, quality: q}")
+    settings = load_settings(write(tmp_path, topics + "quality: {label_horizon_s: 3600}\n"), environ={})
+    assert settings.quality is not None and settings.quality.label_horizon_s == 3600
+    assert {"lab", "q"} <= set(settings.topics.names())
