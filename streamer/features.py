@@ -21,7 +21,8 @@ members own; it needs the input re-keyed by that entity and a worker of its own.
 A batch's round trip reads the stored values and the snapshots of entities the batch meets for
 the first time since their partition was assigned (or rewound); a batch whose entities are all
 in memory and with no stored features makes none. A checkpoint writes the changed entities'
-snapshots in one more round trip before committing offsets (`FeatureStore.persist`).
+snapshots in one more round trip before committing offsets (`FeatureStore.persist`); with a
+`quality:` section the scores that wait for labels go in the same one (`streamer.quality.scores`).
 
 When Redis fails past the retry budget, a circuit breaker opens for `breaker_open_s`, then one
 probe decides whether to close it. Meanwhile: stored values are the declared defaults; entities
