@@ -165,7 +165,13 @@ class Worker:
         self._entity_fields = pipeline.entity_fields(event.entity_field, model)
         partition_key = self.settings.features.partition_key or event.entity_field
         self.features = FeatureStore(
-            self.settings.features, model.spec, self.metrics, event.time_field, partition_key, self.clock
+            self.settings.features,
+            model.spec,
+            self.metrics,
+            event.time_field,
+            partition_key,
+            self.clock,
+            scores=self.scores,
         )
         self.features.check_schema(self.input_codec.field_types)
         check_entity_features(model.spec, self.input_codec)

@@ -32,6 +32,7 @@ def from_avro_record(record: Mapping[str, Any]) -> QualityCounts:
         *(int(record[name]) for name in ("true_positives", "false_positives", "false_negatives", "true_negatives")),
     )
 
+
 def group_view(settings: Settings) -> list[QualityCounts]:
     """Every consumer's increments on the quality topic, merged per window and model version."""
     if not settings.topics.quality:

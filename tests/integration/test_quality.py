@@ -83,7 +83,9 @@ def test_delayed_labels_give_the_offline_figures_per_window_and_two_consumers_me
     columns["event_time"] = start + np.arange(EVENTS, dtype=np.int64) * (3 * WINDOW_MS) // EVENTS
     values = AvroCodec(settings.schemas.input).encode(rows_of(columns))
     produce_values(settings, values, [c.encode() for c in columns["card_id"]])
-    assert Worker(settings).run(max_events=EVENTS, timeout_s=120).scored == EVENTS
+    worker = Worker(settings)
+    assert worker.run(max_events=EVENTS, timeout_s=120).scored == EVENTS
+    assert worker.metrics.registry.get_sample_value("streamer_quality_scores_written_total") == EVENTS
 
     # What each event got, as the scored topic says.
     scored_codec = AvroCodec(settings.schemas.scored)
@@ -110,7 +112,8 @@ def test_delayed_labels_give_the_offline_figures_per_window_and_two_consumers_me
 
     def first_wave() -> int:
         rows = [label_rows[i] for i in first] + unknown + [empty]
-        produce_values(settings, [*label_values(settings, rows), b"\x01not avro"], None, topic)
+        keys = [str(row["event_id"]).encode() for row in rows] + [b"malformed"]
+        produce_values(settings, [*label_values(settings, rows), b"\x01not avro"], keys, topic)
         return len(rows) + 1
 
     a, b = LabelJoiner(settings), LabelJoiner(settings.model_copy(update={"worker_id": f"{settings.worker_id}-b"}))
@@ -121,7 +124,8 @@ def test_delayed_labels_give_the_offline_figures_per_window_and_two_consumers_me
     assert a.stats.joined and b.stats.joined, "each consumer joins the labels of its partitions"
 
     def late_wave() -> int:  # labels for the same windows, after their first figures went out
-        produce_values(settings, label_values(settings, [label_rows[i] for i in late]), None, topic)
+        rows = [label_rows[i] for i in late]
+        produce_values(settings, label_values(settings, rows), [str(r["event_id"]).encode() for r in rows], topic)
         return len(late)
 
     c = LabelJoiner(settings)
