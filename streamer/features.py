@@ -75,24 +75,6 @@ return #KEYS
 PERSIST_MAX_KEYS = 2048  # per script call: a few ms of Redis, well inside a socket timeout
 
 
-def redis_client(s: FeatureStoreSettings) -> redis.Redis | RedisCluster:
-    """A client as `features:` describes it (AUTH, TLS, cluster); it connects on first use."""
-    options: dict[str, Any] = {
-        "username": s.username,
-        "password": s.password.get_secret_value() if s.password else None,
-        "socket_timeout": s.timeout_ms / 1000,
-        "socket_connect_timeout": s.timeout_ms / 1000,
-    }
-    if s.tls is not None:
-        options |= {
-            "ssl_ca_certs": str(s.tls.ca_file) if s.tls.ca_file else None,
-            "ssl_certfile": str(s.tls.cert_file) if s.tls.cert_file else None,
-            "ssl_keyfile": str(s.tls.key_file) if s.tls.key_file else None,
-        }
-    factory = RedisCluster.from_url if s.cluster else redis.Redis.from_url
-    return factory(s.url, **options)
-
-
 @dataclass(frozen=True)
 class _Values:
     """Fixed-size values to SET under `keys` with one expiry (0: none), by PERSIST_LUA."""
@@ -220,7 +202,7 @@ class FeatureStore:
     @property
     def client(self) -> redis.Redis | RedisCluster:
         if self._client is None:
-            self._client = redis_client(self.settings)
+            self._client = self.settings.client()
             self._persist_script = self._client.register_script(PERSIST_LUA)
         return self._client
 

@@ -20,8 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+import redis
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
 
 from streamer.drift.settings import DriftSettings
@@ -272,6 +274,23 @@ class FeatureStoreSettings(Section):
     )
     retries: int = Field(2, ge=0, description="Retries of a failed round trip within max_stall_ms.")
     breaker_open_s: float = Field(5, gt=0, description="After retries fail, skip Redis this long, then probe.")
+
+    def client(self) -> redis.Redis | RedisCluster:
+        """A client as this section describes it (AUTH, TLS, cluster); it connects on first use."""
+        options: dict[str, Any] = {
+            "username": self.username,
+            "password": self.password.get_secret_value() if self.password else None,
+            "socket_timeout": self.timeout_ms / 1000,
+            "socket_connect_timeout": self.timeout_ms / 1000,
+        }
+        if self.tls is not None:
+            options |= {
+                "ssl_ca_certs": str(self.tls.ca_file) if self.tls.ca_file else None,
+                "ssl_certfile": str(self.tls.cert_file) if self.tls.cert_file else None,
+                "ssl_keyfile": str(self.tls.key_file) if self.tls.key_file else None,
+            }
+        factory = RedisCluster.from_url if self.cluster else redis.Redis.from_url
+        return factory(self.url, **options)
 
     @field_validator("url")
     @classmethod

@@ -36,7 +36,6 @@ import redis
 from streamer.codec import AvroCodec
 from streamer.dead_letters import DeadLetterWriter
 from streamer.errors import Fatal, OutputsLost, Retriable
-from streamer.features import redis_client
 from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.offsets import Checkpoint
@@ -103,7 +102,7 @@ class LabelJoiner:
             clock,
         )
         self.accumulator = QualityAccumulator(quality.window_s, settings.model.alert_threshold, settings.worker_id)
-        self.redis = redis_client(settings.features)
+        self.redis = settings.features.client()
         features = settings.features
         self.retrying = bounded("redis", features.retries, features.max_stall_ms / 1000, self.metrics)
         self.stats = JoinStats()
