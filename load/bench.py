@@ -200,12 +200,16 @@ def max_sustainable(config: Path, base: Settings, run: str, drain_rate: float, s
     return rate
 
 
-def redis_cpu_us(settings: Settings) -> float:
-    """Redis's own CPU time in commands so far (INFO commandstats), in µs: the state stage's
-    server-side cost, which the worker's stage timings cannot see."""
+def redis_cpu_us(settings: Settings) -> np.ndarray:
+    """Redis's own time so far, in µs: in commands (INFO commandstats; a script's time holds
+    the commands it calls, which are also counted on their own, so this is an upper bound) and
+    the process's CPU (INFO cpu: parsing and network too). The state stage's server-side cost,
+    which the worker's stage timings cannot see."""
     password = settings.features.password
     client = redis.Redis.from_url(settings.features.url, password=password and password.get_secret_value())
-    return float(sum(stats["usec"] for stats in client.info("commandstats").values()))
+    commands = sum(stats["usec"] for stats in client.info("commandstats").values())
+    cpu = client.info("cpu")
+    return np.array([commands, (cpu["used_cpu_user"] + cpu["used_cpu_sys"]) * 1e6])
 
 
 def main() -> None:
@@ -235,7 +239,7 @@ def main() -> None:
     # varies by 10% from one run to the next, which would swamp a side stage's cost.
     bares, workers, no_drifts, no_redis, exactly_once, tracing_on = [], [], [], [], [], []
     stage_runs: list[dict[str, float]] = []
-    redis_us_per_event: list[float] = []
+    redis_us_per_event: list[np.ndarray] = []
     for attempt in range(args.repeats):
         bares.append(bare_loop(variant(f"bare{attempt}"), args.events))
         redis_before = redis_cpu_us(settings)
@@ -265,8 +269,11 @@ def main() -> None:
     print(f"(c) worker with Redis features off (defaults, as when Redis is down): {no_features:9.0f} events/s: "
           f"features cost {1 - worker / no_features:.1%} of throughput"
           f" (their stage: {stages.get('features', 0) / total:.1%} of the worker's time)")  # fmt: skip
-    redis_us = float(np.median(redis_us_per_event))
-    print(f"(c) Redis CPU per event in (b), from INFO commandstats: {redis_us:.2f} µs")
+    redis_us, redis_process_us = np.median(redis_us_per_event, axis=0).tolist()
+    print(
+        f"(c) Redis per event in (b): {redis_us:.2f} µs in commands (INFO commandstats), "
+        f"{redis_process_us:.2f} µs of process CPU (INFO cpu)"
+    )
     print(f"(c) worker in exactly_once mode: {eos:9.0f} events/s: {eos / worker:.2f} of at_least_once")
     print(f"(c) worker with tracing on, every event traced: {with_tracing:9.0f} events/s: "
           f"tracing costs {1 - with_tracing / worker:.1%} of throughput")  # fmt: skip
@@ -283,6 +290,7 @@ def main() -> None:
         "bare_events_per_s": bare, "worker_events_per_s": worker, "ratio": worker / bare,
         "stage_seconds": stages, "drift_off_events_per_s": no_drift, "features_off_events_per_s": no_features,
         "exactly_once_events_per_s": eos, "tracing_events_per_s": with_tracing, "redis_us_per_event": redis_us,
+        "redis_process_us_per_event": redis_process_us,
         "max_sustainable_events_per_s": sustainable, "latency_rate": rate, "p50_ms": p50, "p99_ms": p99,
         "events": args.events,
     }, indent=1))  # fmt: skip

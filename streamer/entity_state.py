@@ -11,7 +11,7 @@ recomputes the rest.
 
 Snapshots. At a checkpoint, before the offsets are committed, each entity changed since the
 last snapshot is written with its partition's offset to be committed (its *tag*): the state
-after every event of the partition before the tag. One Redis value per (entity, partition)
+after every event of the partition before the tag. One snapshot per (entity, partition)
 holds two versions: the new one and the last one whose checkpoint is known to have committed.
 If the process dies between the write and the commit, the committed offset is older than the
 new tag, and the older version is the state at it (or before it, with none of the entity's
@@ -39,8 +39,9 @@ import numpy as np
 
 from streamer.aggregates import AggregateGroup
 from streamer.records import Columns, EventBatch, has_id
+from streamer.snapshots import Address
 
-KeyOf = Callable[[str, int], str]  # entity id, partition → Redis key
+AddressOf = Callable[[str, int], Address]  # entity id, partition → where its snapshot lives
 NO_ENTITY = -2  # the row of an event whose entity id is null or empty: defaults, no state
 
 
@@ -53,33 +54,35 @@ class Plan:
     pair: np.ndarray  # per waiting event: index of its entity in `partitions`, `ids`, `keys`
     partitions: list[int]  # per entity to read
     ids: list[Any]
-    keys: list[str]  # Redis keys of the entities to read
+    keys: list[Address]  # where the snapshots of the entities to read live
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Versions to write at one checkpoint: `blob` holds, per key, the new and the committed one."""
+    """Versions to write at one checkpoint: `values`, per entity, the new and the committed one."""
 
     rows: np.ndarray
-    keys: list[str]
-    blob: bytes
+    keys: list[Address]
+    values: np.ndarray  # (rows, 2 * version_bytes) uint8
     versions: np.ndarray  # the new versions, (rows, 1 + width): tag, then the state
+    generations: np.ndarray  # per row, the snapshot generation it was last read from or written to
 
 
 class EntityState:
-    def __init__(self, group: AggregateGroup, time_field: str, key_of: KeyOf) -> None:
+    def __init__(self, group: AggregateGroup, time_field: str, key_of: AddressOf) -> None:
         self.group = group
         self.time_field = time_field
         self.key_of = key_of
         self.values = tuple(dict.fromkeys(f.of for f in group.features if f.of))
         self.index: dict[int, dict[Any, int]] = {}  # partition → entity id → row
         self.floors: dict[int, int] = {}  # partition → first offset read since its state was reset
-        self._keys: list[str] = []
+        self._keys: list[Address] = []
         self._state = group.empty(0)
         self._committed = np.empty((0, 1 + group.width))  # tag (NaN: none), state
         self._written = np.empty((0, 1 + group.width))  # written, commit pending (NaN tag: none)
         self._dirty = np.zeros(0, bool)
         self._partition = np.zeros(0, np.int64)
+        self._generation = np.zeros(0, np.int64)
 
     @property
     def version_bytes(self) -> int:
@@ -109,8 +112,9 @@ class EntityState:
         keys = [self.key_of(str(i), p) for p, i in pairs]
         return Plan(rows, waiting, pair, [p for p, _ in pairs], [i for _, i in pairs], keys)
 
-    def load(self, plan: Plan, replies: list[bytes | None]) -> int:
-        """Create the entities to read from what Redis held; returns how many had a snapshot."""
+    def load(self, plan: Plan, replies: list[bytes | None], generations: np.ndarray) -> int:
+        """Create the entities to read from what Redis held (and the snapshot generation each
+        came from, -1 for none); returns how many had a snapshot."""
         if not plan.keys:
             return 0
         floors = np.array([self.floors[p] for p in plan.partitions], dtype=np.float64)
@@ -125,10 +129,11 @@ class EntityState:
             found = eligible.any(axis=1)
             chosen[np.array(usable)[found]] = versions[found, newest[found]]
         added = self._add(np.array(plan.partitions, np.int64), plan.ids, plan.keys, chosen)
+        self._generation[added] = generations
         plan.rows[plan.waiting] = added[plan.pair]
         return int((~np.isnan(chosen[:, 0])).sum())
 
-    def _add(self, partitions: np.ndarray, ids: list[Any], keys: list[str], versions: np.ndarray) -> np.ndarray:
+    def _add(self, partitions: np.ndarray, ids: list[Any], keys: list[Address], versions: np.ndarray) -> np.ndarray:
         start = len(self._keys)
         rows = np.arange(start, start + len(ids))
         for p, entity_id, row in zip(partitions.tolist(), ids, rows.tolist(), strict=True):
@@ -144,16 +149,12 @@ class EntityState:
         """Rows `kept` become rows 0.. of arrays of `capacity` rows."""
         state, committed = self.group.empty(capacity), np.full((capacity, 1 + self.group.width), np.nan)
         written, dirty, partition = committed.copy(), np.zeros(capacity, bool), np.zeros(capacity, np.int64)
+        generation = np.full(capacity, -1, np.int64)
         n = len(kept)
         state[:n], committed[:n], written[:n] = self._state[kept], self._committed[kept], self._written[kept]
-        dirty[:n], partition[:n] = self._dirty[kept], self._partition[kept]
-        self._state, self._committed, self._written, self._dirty, self._partition = (
-            state,
-            committed,
-            written,
-            dirty,
-            partition,
-        )
+        dirty[:n], partition[:n], generation[:n] = self._dirty[kept], self._partition[kept], self._generation[kept]
+        self._state, self._committed, self._written = state, committed, written
+        self._dirty, self._partition, self._generation = dirty, partition, generation
 
     def advance(self, events: EventBatch, plan: Plan) -> tuple[Columns, int]:
         """The aggregate columns of the batch; events whose entity is not in memory keep the
@@ -186,12 +187,16 @@ class EntityState:
         versions = np.empty((len(rows), 1 + self.group.width))
         versions[:, 0] = np.array([offsets[p] for p in partitions.tolist()], dtype=np.float64)[which]
         versions[:, 1:] = self._state[rows]
-        blob = np.concatenate([versions, self._committed[rows]], axis=1).astype("<f8").tobytes()
-        return Snapshot(rows, [self._keys[r] for r in rows.tolist()], blob, versions)
+        both = np.ascontiguousarray(np.concatenate([versions, self._committed[rows]], axis=1), dtype="<f8")
+        values = both.view(np.uint8).reshape(len(rows), 2 * self.version_bytes)
+        keys = [self._keys[r] for r in rows.tolist()]
+        return Snapshot(rows, keys, values, versions, self._generation[rows])
 
-    def written(self, snapshot: Snapshot) -> None:
+    def written(self, snapshot: Snapshot, generations: np.ndarray) -> None:
+        """`snapshot` is in Redis, each entity in the generation given."""
         self._written[snapshot.rows] = snapshot.versions
         self._dirty[snapshot.rows] = False
+        self._generation[snapshot.rows] = generations
 
     def committed(self) -> None:
         """The offsets of the written versions are committed: they become the versions to keep."""

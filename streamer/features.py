@@ -42,62 +42,29 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.cluster import RedisCluster, key_slot
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.utils import HIREDIS_AVAILABLE
 
 from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggregates
-from streamer.entity_state import EntityState, Plan
+from streamer.entity_state import EntityState, Plan, Snapshot
 from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
-from streamer.quality.scores import ScoreLog
+from streamer.quality.scores import PendingScores, ScoreLog
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
+from streamer.snapshots import READ_LUA, SnapshotLayout
 
 __all__ = ["Enrichment", "FeatureStore", "replay_aggregates"]
 
 log = logging.getLogger(__name__)
 
-# KEYS: the keys; ARGV: ttl_ms, bytes per key, then the values of all keys end to end.
-# One call sets many keys with their expiry: per key, a SET from Python costs ~5 us of packing;
-# here a key costs a slice of one string.
-PERSIST_LUA = """
-local ttl, size, blob = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-for i = 1, #KEYS do
-  local value = string.sub(blob, (i - 1) * size + 1, i * size)
-  if ttl > 0 then redis.call('SET', KEYS[i], value, 'PX', ttl) else redis.call('SET', KEYS[i], value) end
-end
-return #KEYS
-"""
 
-PERSIST_MAX_KEYS = 2048  # per script call: a few ms of Redis, well inside a socket timeout
-
-
-@dataclass(frozen=True)
-class _Values:
-    """Fixed-size values to SET under `keys` with one expiry (0: none), by PERSIST_LUA."""
-
-    keys: list[str]
-    values: np.ndarray  # (len(keys), size) uint8
-    ttl_ms: int
-
-
-class KeyLayout:
-    """Every Redis key the worker reads or writes, in one place. Snapshot keys put the entity id
-    in a hash tag, so one entity's state lives in one Redis Cluster slot; they name the state
-    layout and the input partition that owns the state."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def aggregate(self, group: AggregateGroup, entity_id: str, partition: int) -> str:
-        return f"{self.prefix}:agg:{group.digest}:{group.entity}:{{{entity_id}}}:{partition}"
-
-    @staticmethod
-    def stored(template: str, entity_id: str) -> str:
-        return template.replace("{id}", entity_id)
+def stored_key(template: str, entity_id: str) -> str:
+    """The hash of an entity's stored values; the snapshots' keys are `streamer.snapshots`'."""
+    return template.replace("{id}", entity_id)
 
 
 class CircuitBreaker:
@@ -163,7 +130,6 @@ class FeatureStore:
         self.time_field = time_field
         self.features = spec.entity_features()
         self.metrics = metrics
-        self.keys = KeyLayout(settings.key_prefix)
         self.breaker = CircuitBreaker(settings.breaker_open_s, clock)
         self.retrying = bounded("redis", settings.retries, settings.max_stall_ms / 1000, metrics)
         self.replayer = AggregateReplayer(self.features, time_field) if offline else None
@@ -176,7 +142,7 @@ class FeatureStore:
             group = tuple(f for f in self.features if f.key == template and f.entity == entity)
             self.stored.append(_StoredGroup(entity, str(template), group))
         self._client: redis.Redis | RedisCluster | None = None
-        self._persist_script: Script | None = None
+        self._read_script: Script | None = None
 
     def _owned_state(self, groups: list[AggregateGroup], partition_key: str | None) -> EntityState:
         """The one group of aggregates the partitioning makes exact; any other is refused."""
@@ -188,8 +154,9 @@ class FeatureStore:
                     f"{partition_key!r} (features.partition_key): only aggregates over the partition key are exact; "
                     f"key the input by {group.entity!r} and set features.partition_key, or serve them as stored values"
                 )
-        group = groups[0]
-        return EntityState(group, self.time_field, lambda entity_id, p: self.keys.aggregate(group, entity_id, p))
+        s = self.settings
+        self.layout = SnapshotLayout(s.key_prefix, groups[0], s.ttl_s, s.cluster)
+        return EntityState(groups[0], self.time_field, self.layout.address)
 
     def needed_fields(self) -> set[str]:
         return {f.entity for f in self.features} | {f.of for f in self.features if f.of} | {self.time_field}
@@ -203,7 +170,7 @@ class FeatureStore:
     def client(self) -> redis.Redis | RedisCluster:
         if self._client is None:
             self._client = self.settings.client()
-            self._persist_script = self._client.register_script(PERSIST_LUA)
+            self._read_script = self._client.register_script(READ_LUA)
         return self._client
 
     def start(self) -> None:
@@ -252,10 +219,11 @@ class FeatureStore:
             return False
         self._succeeded()
         columns |= stored
-        if plan is not None and self.state is not None:
-            found = self.state.load(plan, snapshots)
+        if plan is not None and self.state is not None and plan.keys:
+            values, generations = snapshots
+            found = self.state.load(plan, values, generations)
             self.metrics.cache_hits.inc(found)
-            self.metrics.cache_misses.inc(len(snapshots) - found)
+            self.metrics.cache_misses.inc(len(values) - found)
         return True
 
     def _failed(self) -> None:
@@ -270,24 +238,25 @@ class FeatureStore:
     def _defaults(features: Iterable[Entity], n: int) -> Columns:
         return {f.name: np.full(n, f.default, np.float32) for f in features}
 
-    def _round_trip(self, events: EventBatch, plan: Plan | None) -> tuple[Columns, list[bytes | None]]:
+    def _round_trip(self, events: EventBatch, plan: Plan | None) -> tuple[Columns, Any]:
         """Everything Redis serves for this batch, in one pipeline: one round trip. Only reads,
         so a retried round trip changes nothing."""
         pipe = self.client.pipeline(transaction=False)
-        keys = plan.keys if plan is not None else []
-        if keys and self.settings.cluster:  # a cluster pipeline cannot MGET across slots
-            for key in keys:
-                pipe.get(key)
-        elif keys:
-            pipe.mget(keys)
+        snapshots: Any = ([], np.zeros(0, np.int64))
+        if plan is not None and plan.keys:
+            read_snapshots = self.layout.queue_read(pipe, self._read_script, plan.keys)
+            calls = len(pipe)
+        else:
+            calls = 0
         columns = self._defaults((f for f in self.features if f.key), len(events))
         readers = [self._queue_stored(pipe, stored, events, columns) for stored in self.stored]
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:  # down, timed out, loading, read-only replica, …
             raise Retriable(f"redis: {exc}") from exc
-        start = (len(keys) if self.settings.cluster else 1) if keys else 0
-        snapshots = replies[:start] if self.settings.cluster or not keys else replies[0]
+        if calls:
+            snapshots = read_snapshots(replies[:calls])
+        start = calls
         for count, read in readers:
             read(replies[start : start + count])
             start += count
@@ -295,27 +264,19 @@ class FeatureStore:
 
     def persist(self, offsets: dict[int, int]) -> None:
         """Write the snapshots of the entities changed since the last one, tagged with `offsets`
-        (per partition, the offset about to be committed), and the pending scores for quality,
+        (per partition, the offset about to be committed), and the scores that wait for labels,
         in one round trip. Raises `Retriable` if Redis cannot take the snapshots: the checkpoint
         must then not commit those offsets. Scores that cannot be written wait for the next one."""
         snapshot = self.state.snapshot(offsets) if self.state is not None else None
         snapshot = snapshot if snapshot is not None and snapshot.keys else None
         scores = self.scores.pending() if self.scores is not None else None
-        writes = []
-        if snapshot is not None:
-            assert self.state is not None
-            values = np.frombuffer(snapshot.blob, np.uint8).reshape(len(snapshot.keys), 2 * self.state.version_bytes)
-            writes.append(_Values(snapshot.keys, values, int(self.settings.ttl_s * 1000)))
-        if scores is not None:
-            values = scores.values.view(np.uint8).reshape(len(scores.keys), -1)
-            writes.append(_Values(scores.keys, values, scores.ttl_ms))
-        if not writes:
+        if snapshot is None and scores is None:
             return
         try:
             if not self.breaker.allows_call():
                 raise Retriable("redis circuit breaker open: state snapshot not written")
             try:
-                self.retrying(self._write, writes)
+                generations = self.retrying(self._write, snapshot, scores)
             except Retriable:
                 self._failed()
                 raise
@@ -325,35 +286,23 @@ class FeatureStore:
             log.warning("scores for quality not written, kept for the next checkpoint: %s", exc)
             return
         self._succeeded()
-        if snapshot is not None:
-            assert self.state is not None
-            self.state.written(snapshot)
-        if self.scores is not None:
+        if snapshot is not None and self.state is not None and generations is not None:
+            self.state.written(snapshot, generations)
+        if self.scores is not None and scores is not None:
             self.scores.written()
 
-    def _write(self, writes: list[_Values]) -> None:
-        """Every write in one pipeline: one PERSIST_LUA call per PERSIST_MAX_KEYS keys (per hash slot
-        in a cluster, where a script's keys must share one)."""
+    def _write(self, snapshot: Snapshot | None, scores: PendingScores | None) -> np.ndarray | None:
         pipe = self.client.pipeline(transaction=False)
-        assert self._persist_script is not None
-        for write in writes:
-            rows = np.arange(len(write.keys))
-            if self.settings.cluster:
-                slots = np.array([key_slot(k.encode()) for k in write.keys])
-                calls = [rows[slots == slot] for slot in np.unique(slots)]
-            else:
-                calls = [rows]
-            size = write.values.shape[1]
-            for slot_rows in calls:
-                for part in np.array_split(slot_rows, -(-len(slot_rows) // PERSIST_MAX_KEYS)):
-                    keys = [write.keys[i] for i in part.tolist()]
-                    self._persist_script(
-                        keys=keys, args=[write.ttl_ms, size, write.values[part].tobytes()], client=pipe
-                    )
+        generations = None
+        if snapshot is not None:
+            generations = self.layout.queue_write(pipe, snapshot.keys, snapshot.generations, snapshot.values)
+        if scores is not None:
+            scores.queue_write(pipe)
         try:
             pipe.execute()
         except redis.RedisError as exc:
             raise Retriable(f"redis: {exc}") from exc
+        return generations
 
     def committed(self) -> None:
         """The offsets the last written snapshots were tagged with are committed."""
@@ -373,7 +322,7 @@ class FeatureStore:
         unique, inverse = np.unique(ids[identified].astype(str), return_inverse=True)
         fields = [f.field or f.name for f in group.features]
         for entity_id in unique.tolist():
-            pipe.hmget(self.keys.stored(group.template, entity_id), fields)
+            pipe.hmget(stored_key(group.template, entity_id), fields)
 
         def read(replies: list[Any]) -> None:
             table = np.array(replies, dtype=object).reshape(len(unique), len(fields))[inverse]

@@ -266,7 +266,9 @@ class FeatureStoreSettings(Section):
         "it: only then is each entity's state owned by one partition and exact under replay.",
     )
     ttl_s: float = Field(
-        7 * 86400, ge=0, description="Expiry of an entity's state snapshot after its last write; 0 = never."
+        7 * 86400,
+        ge=0,
+        description="An entity's state snapshot expires between this and twice this after its last write; 0 = never.",
     )
     timeout_ms: float = Field(100, gt=0, description="Socket timeout of one Redis call.")
     max_stall_ms: float = Field(
@@ -338,6 +340,20 @@ class Settings(Section):
     def _quality_topics(self) -> Settings:
         if self.quality is not None and not (self.topics.labels and self.topics.quality):
             raise ValueError("quality needs topics.labels and topics.quality")
+        return self
+
+    @model_validator(mode="after")
+    def _one_switch_for_transactions(self) -> Settings:
+        """A `transactional.id` passed through to librdkafka would make every produce
+        transactional while the checkpoint commits as at_least_once: delivery.mode decides."""
+        if self.delivery.mode == "at_least_once":
+            for section in ("common", "producer"):
+                if "transactional.id" in getattr(self.kafka, section):
+                    raise ValueError(
+                        f"kafka.{section} sets transactional.id but delivery.mode is at_least_once; for "
+                        "exactly-once output set delivery.mode: exactly_once (and delivery.transactional_id), "
+                        "otherwise remove it"
+                    )
         return self
 
     def consumer_config(self) -> dict[str, Any]:

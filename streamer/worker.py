@@ -35,7 +35,7 @@ from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
 from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
-from streamer.kafka.offsets import Checkpoint
+from streamer.kafka.delivery import for_mode
 from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
@@ -102,7 +102,7 @@ class Worker:
         self.source = KafkaSource(
             settings.consumer_config(), settings.topics.input, self._on_revoke, self._on_lost, self.metrics
         )
-        self.sink = KafkaSink(settings.producer_config(), self.metrics)
+        self.sink = KafkaSink(settings.producer_config(), self.metrics, settings.delivery.mode == "exactly_once")
         self.tracing = tracing or Tracing.from_env()
         self.source.capture_headers = self.tracing.enabled
         delivery = settings.delivery
@@ -115,7 +115,7 @@ class Worker:
             delivery.refused_records == "stop",
             self.tracing,
         )
-        self.checkpoint = Checkpoint(
+        self.checkpoint = for_mode(delivery.mode)(
             self.source,
             self.sink,
             delivery.commit_interval_ms / 1000,
@@ -486,8 +486,7 @@ class Worker:
         self._completed += len(dead)
 
     def _commit(self) -> None:
-        if self.sink.transactional:
-            # A transaction must hold no output beyond its offsets: score what is pending first.
+        if self.checkpoint.scores_pending_first:
             self._score_pending()
         else:
             self._finish_in_flight()  # its events are not in the batcher's pending floor
@@ -507,26 +506,23 @@ class Worker:
             self._in_flight[1].result()
             self._in_flight = None
         self.batcher.clear()
-        self.checkpoint.clear()
         self._forget_state(sorted(self.source.assigned))
         if not self._paused:
             self.source.pause()
             self._paused = True  # resumed by the backpressure check once the rewind is done
         self._rewinding = True
-        self.sink.abort(self.settings.delivery.flush_timeout_s)
-        self._try_rewind()
+        if self.checkpoint.rewind():
+            self._seek()
 
     def _recover(self) -> None:
         """A step while a rewind waits for the broker: poll (rebalances are served, the member
         keeps its partitions; records are dropped, the seek reads them again), then try again."""
         self.source.poll(self.batcher.room(), IDLE_POLL_S)
-        if self.sink.restart(self.settings.delivery.flush_timeout_s):
-            self._try_rewind()
+        if self.checkpoint.rewound():
+            self._seek()
 
-    def _try_rewind(self) -> None:
-        """One bounded attempt at the seek, once the producer is registered."""
-        if not self.sink.ready:
-            return
+    def _seek(self) -> None:
+        """One bounded attempt at the seek back to the committed offsets."""
         try:
             self.source.rewind()
         except Retriable as exc:

@@ -4,7 +4,7 @@ Delivery reports only carry errors (`delivery.report.only.error`), so success co
 failed delivery is held and raised at the next checkpoint as `OutputsLost`, which makes the
 worker rewind to its last commit instead of committing past a lost output.
 
-With a `transactional.id` in the config, every checkpoint is one transaction: the outputs since
+When transactional (exactly-once), every checkpoint is one transaction: the outputs since
 the last one and the input offsets (`send_offsets_to_transaction`) commit or abort together. A
 failed transaction is not aborted on the same instance: the producer is replaced by a new one
 (same id, new epoch), whose `init_transactions` fences the old one and aborts its transaction on
@@ -77,10 +77,12 @@ class Refusal:
 
 
 class KafkaSink:
-    def __init__(self, config: dict[str, Any], metrics: Metrics) -> None:
+    def __init__(self, config: dict[str, Any], metrics: Metrics, transactional: bool = False) -> None:
+        """`transactional`: exactly-once delivery, decided by `delivery.mode` alone (settings refuse
+        a `transactional.id` passed through without it)."""
         self.config = config
         self.metrics = metrics
-        self.transactional = "transactional.id" in config
+        self.transactional = transactional
         self._producer: Producer | None = None
         self._failures: list[str] = []
         self._refused: list[Refusal] = []

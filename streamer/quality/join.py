@@ -12,7 +12,8 @@ batch's scores, and the joined labels counted into the window of their *event's*
 model version that decided (`QualityAccumulator`); labels whose event has no score (never scored,
 or expired after `quality.label_horizon_s`) are counted as unknown, not errors. At each checkpoint
 the counts since the last one go to `topics.quality` as increments, then the label offsets
-commit (the worker's `Checkpoint`; in exactly-once mode both in one transaction). Increments of
+commit (the worker's checkpoint, `streamer.kafka.delivery`; in exactly-once mode both in one
+transaction). Increments of
 every consumer and every late label add up downstream (`windows.merge_by_window`).
 
 When Redis cannot answer within the retry budget, or outputs are lost, or partitions are lost,
@@ -28,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import redis
@@ -38,11 +38,11 @@ from streamer.dead_letters import DeadLetterWriter
 from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
-from streamer.kafka.offsets import Checkpoint
+from streamer.kafka.delivery import for_mode
 from streamer.kafka.producer import KafkaSink
 from streamer.metrics import Metrics
 from streamer.quality.records import to_avro_record
-from streamer.quality.scores import score_key, unpack
+from streamer.quality.scores import ScoreLayout, unpack
 from streamer.quality.windows import Quality, QualityAccumulator, QualityCounts, evaluate, merge
 from streamer.records import RawBatch, Rejection, has_id
 from streamer.retry import bounded
@@ -93,7 +93,7 @@ class LabelJoiner:
             settings.worker_id,
             delivery.refused_records == "stop",
         )
-        self.checkpoint = Checkpoint(
+        self.checkpoint = for_mode(delivery.mode)(
             self.source,
             self.sink,
             delivery.commit_interval_ms / 1000,
@@ -103,6 +103,7 @@ class LabelJoiner:
         )
         self.accumulator = QualityAccumulator(quality.window_s, settings.model.alert_threshold, settings.worker_id)
         self.redis = settings.features.client()
+        self.layout = ScoreLayout(settings.features.key_prefix, quality.label_horizon_s)
         features = settings.features
         self.retrying = bounded("redis", features.retries, features.max_stall_ms / 1000, self.metrics)
         self.stats = JoinStats()
@@ -170,9 +171,8 @@ class LabelJoiner:
             )
             labels = labels.take(identified)
         if len(labels):
-            keys = [score_key(self.settings.features.key_prefix, i) for i in labels.columns["event_id"].tolist()]
             try:
-                replies = self.retrying(self._read, keys)
+                replies = self.retrying(self._read, labels.columns["event_id"].tolist())
             except Retriable as exc:
                 log.warning("redis failed after retries (%s): rewinding to the last commit", exc)
                 self._rewind()
@@ -195,11 +195,12 @@ class LabelJoiner:
             )
         self.stats.labels += len(raw)
 
-    def _read(self, keys: list[str]) -> list[Any]:
+    def _read(self, event_ids: list[str]) -> list[bytes | None]:
+        """The scores of `event_ids` in one pipeline: one round trip, only reads."""
+        pipe = self.redis.pipeline(transaction=False)
+        read = self.layout.queue_read(pipe, event_ids)
         try:
-            if self.settings.features.cluster:  # keys of many slots: one GET each, in one pipeline
-                return list(self.redis.mget_nonatomic(keys))  # type: ignore[union-attr]
-            return list(self.redis.mget(keys))
+            return read(pipe.execute())
         except redis.RedisError as exc:
             raise Retriable(f"redis: {exc}") from exc
 
@@ -242,12 +243,11 @@ class LabelJoiner:
     def _rewind(self) -> None:
         """Drop what was counted since the last commit and read its labels again from there."""
         self.accumulator.clear()
-        self.checkpoint.clear()
-        self.sink.abort(self.settings.delivery.flush_timeout_s)
-        self._rewinding = True
+        self.checkpoint.rewind()
+        self._rewinding = True  # the next step seeks, once the partitions lost in a callback are released
 
     def _try_rewind(self) -> None:
-        if not self.sink.restart(self.settings.delivery.flush_timeout_s):
+        if not self.checkpoint.rewound():
             return
         try:
             self.source.rewind()

@@ -1,21 +1,30 @@
 """The worker's side of quality: each scored event's score, kept in Redis until its label comes.
 
-Per event one Redis string, `<features.key_prefix>:score:<event id>`, holding 24 bytes (score
-as a float64, the deciding model version and the event time as int64, little-endian), expiring
-`quality.label_horizon_s` after it is written. The worker collects them per batch in memory and
-writes them at the checkpoint, in the pipeline that writes the entity state snapshots
-(`FeatureStore.persist`): no round trip of their own, and none per batch. They are written
-before the offsets of their events commit, so a label for a committed event finds its score
-(once the label consumer reads it). A replayed event gets the same score and writes the same
-value again.
+Layout. A score is a field of a hash, the event id its name and 24 bytes its value (score as a
+float64, the deciding model version and the event time as int64, little-endian): one hash per
+bucket of event ids (`BUCKETS`, the key's hash tag, so each lives in one Redis Cluster slot) and
+per expiry generation. Hashes rather than a key per event for the reason the entity snapshots
+use them (`streamer.snapshots`): Redis spends several µs per `SET … PX` against about one per
+field of an `HSET`, and here it is one write per event. Expiry: time is cut into generations of
+`quality.label_horizon_s`; a score goes to the hash of the generation it is written in, which
+expires at the end of the next one, so a score is kept between one and two horizons. A label is
+looked up in the hashes of the generations around now; a replayed event writes the same value
+again, so any copy found is the right one.
 
-A failed write keeps the scores for the next checkpoint, up to `quality.max_pending`; it never
-holds back a commit (quality is a side output; the entity state is what commits wait for).
+Writes. The worker collects the scores per batch in memory and writes them at the checkpoint,
+in the pipeline that writes the entity state snapshots (`FeatureStore.persist`): no round trip
+of their own, and none per batch. They are written before the offsets of their events commit.
+A failed write keeps them for the next checkpoint, up to `quality.max_pending`; it never holds
+back a commit (quality is a side output; the entity state is what commits wait for).
 """
 
 from __future__ import annotations
 
+import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,15 +32,66 @@ from streamer.metrics import Metrics
 from streamer.quality.settings import QualitySettings
 
 VALUE = np.dtype([("score", "<f8"), ("model_version", "<i8"), ("event_time", "<i8")])
+BUCKETS = 64  # hashes per generation: a 30-day horizon at 1,000 events/s puts ~40 M fields in each
 
 
-def score_key(prefix: str, event_id: str) -> str:
-    return f"{prefix}:score:{event_id}"
+class ScoreLayout:
+    """Where scores live in Redis (see the module docstring); the worker writes, the label consumer reads."""
+
+    def __init__(self, key_prefix: str, horizon_s: float, wall: Callable[[], float] = time.time) -> None:
+        self.base = f"{key_prefix}:score"
+        self.horizon_s = horizon_s
+        self.wall = wall
+
+    def generation(self) -> int:
+        return int(self.wall() // self.horizon_s)
+
+    def _buckets(self, event_ids: list[str]) -> np.ndarray:
+        return np.fromiter((zlib.crc32(i.encode()) % BUCKETS for i in event_ids), np.int64, len(event_ids))
+
+    def _key(self, bucket: int, generation: int) -> str:
+        return f"{self.base}:{{{bucket}}}:{generation}"
+
+    def queue_write(self, pipe: Any, event_ids: list[str], values: np.ndarray) -> None:
+        """One HSET and one expiry per bucket, into the current generation."""
+        generation = self.generation()
+        ends_ms = int((generation + 2) * self.horizon_s * 1000)  # the end of the next generation
+        buckets = self._buckets(event_ids)
+        raw = values.tobytes()
+        size = VALUE.itemsize
+        fields: dict[int, dict[str, bytes]] = {}
+        for row, (event_id, bucket) in enumerate(zip(event_ids, buckets.tolist(), strict=True)):
+            fields.setdefault(bucket, {})[event_id] = raw[row * size : (row + 1) * size]
+        for bucket, mapping in fields.items():
+            key = self._key(bucket, generation)
+            pipe.hset(key, mapping=mapping)
+            pipe.pexpireat(key, ends_ms)
+
+    def queue_read(self, pipe: Any, event_ids: list[str]) -> Callable[[list[Any]], list[bytes | None]]:
+        """Queue one HMGET per bucket and generation around now; the returned function turns the
+        replies into each event's value, or None where no generation holds it."""
+        now = self.generation()
+        buckets = self._buckets(event_ids)
+        groups = [(int(b), np.flatnonzero(buckets == b)) for b in np.unique(buckets).tolist()]
+        for bucket, rows in groups:
+            names = [event_ids[r] for r in rows.tolist()]
+            for generation in (now - 1, now, now + 1):  # +1: the writer's clock may run ahead
+                pipe.hmget(self._key(bucket, generation), names)
+
+        def read(replies: list[Any]) -> list[bytes | None]:
+            found: list[bytes | None] = [None] * len(event_ids)
+            for g, (_, rows) in enumerate(groups):
+                for reply in replies[3 * g : 3 * g + 3]:
+                    for row, value in zip(rows.tolist(), reply, strict=True):
+                        if value is not None:
+                            found[row] = value
+            return found
+
+        return read
 
 
 def unpack(replies: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Which replies hold a score (a GET of an expired or unknown event gives None), and those
-    scores as a `VALUE` array."""
+    """Which replies hold a score (None: unknown or expired), and those scores as a `VALUE` array."""
     found = np.fromiter((r is not None and len(r) == VALUE.itemsize for r in replies), bool, len(replies))
     joined = b"".join(r for r, ok in zip(replies, found.tolist(), strict=True) if ok and r is not None)
     return found, np.frombuffer(joined, VALUE)
@@ -39,16 +99,19 @@ def unpack(replies: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class PendingScores:
-    keys: list[str]
-    values: np.ndarray  # VALUE, one per key
-    ttl_ms: int
+    event_ids: list[str]
+    values: np.ndarray  # VALUE, one per event
+    layout: ScoreLayout
+
+    def queue_write(self, pipe: Any) -> None:
+        self.layout.queue_write(pipe, self.event_ids, self.values)
 
 
 class ScoreLog:
     """Scores of the events produced since the last checkpoint that wrote them."""
 
     def __init__(self, key_prefix: str, settings: QualitySettings, metrics: Metrics) -> None:
-        self.key_prefix = key_prefix
+        self.layout = ScoreLayout(key_prefix, settings.label_horizon_s)
         self.settings = settings
         self.metrics = metrics
         self._ids: list[np.ndarray] = []
@@ -58,11 +121,9 @@ class ScoreLog:
     def __len__(self) -> int:
         return self._count
 
-    def add(
-        self, event_ids: np.ndarray, scores: np.ndarray, model_versions: np.ndarray, event_times: np.ndarray
-    ) -> None:
+    def add(self, event_ids: np.ndarray, scores: np.ndarray, versions: np.ndarray, event_times: np.ndarray) -> None:
         values = np.empty(len(event_ids), VALUE)
-        values["score"], values["model_version"], values["event_time"] = scores, model_versions, event_times
+        values["score"], values["model_version"], values["event_time"] = scores, versions, event_times
         self._ids.append(np.asarray(event_ids, dtype=object))
         self._values.append(values)
         self._count += len(values)
@@ -76,8 +137,7 @@ class ScoreLog:
         if not self._count:
             return None
         self._ids, self._values = [np.concatenate(self._ids)], [np.concatenate(self._values)]  # one piece now
-        keys = [score_key(self.key_prefix, i) for i in self._ids[0].tolist()]
-        return PendingScores(keys, self._values[0], round(self.settings.label_horizon_s * 1000))
+        return PendingScores(self._ids[0].tolist(), self._values[0], self.layout)
 
     def written(self) -> None:
         self.metrics.quality_scores_written.inc(self._count)

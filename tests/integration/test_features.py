@@ -166,7 +166,44 @@ def test_a_crash_between_the_snapshot_and_the_commit_replays_with_the_same_value
     assert_identical(store(redis_server, "crash").enrich(replayed).columns, expected.columns)
 
 
-def test_snapshots_expire_and_live_under_the_entity_hash_tag(redis_server: RedisServer) -> None:
+def at_generation(features: FeatureStore, generation: int, ttl_s: float = 60) -> FeatureStore:
+    """`features` with its wall clock `generation` snapshot generations from now (hashes of
+    past generations have already expired)."""
+    now = int(time.time() // ttl_s)
+    features.layout.wall = lambda: (now + generation + 0.5) * ttl_s
+    return features
+
+
+def test_state_follows_an_entity_across_generations_whatever_the_members_clocks(
+    redis_server: RedisServer,
+) -> None:
+    events = stream(1500, seed=6)
+    parts = [events.take(slice(a, a + 300)) for a in range(0, 1500, 300)]
+    first = at_generation(store(redis_server, "gens", ttl_s=60), 1)
+    first.enrich(parts[0])
+    checkpoint(first, parts[0])
+    expected = first.enrich(parts[1])
+    checkpoint(first, parts[1], commits=False)  # SIGKILL: an uncommitted version stays in generation 1
+
+    # The next owner's clock is in generation 2: it reads 1's copy at the committed offset.
+    second = at_generation(store(redis_server, "gens", ttl_s=60), 2)
+    assert_identical(second.enrich(parts[1]).columns, expected.columns)
+    checkpoint(second, parts[1])  # generation 2 now holds the newest copy of each entity met
+    second.enrich(parts[2])
+    checkpoint(second, parts[2])
+    expected = second.enrich(parts[3])  # then second dies before its next checkpoint
+
+    # A member whose clock lags (generation 1) reads 2's copies, not 1's older ones, and writes
+    # where the entities are, so a member in generation 2 sees its writes.
+    lagging = at_generation(store(redis_server, "gens", ttl_s=60), 1)
+    assert_identical(lagging.enrich(parts[3]).columns, expected.columns)
+    checkpoint(lagging, parts[3])
+    expected = lagging.enrich(parts[4])
+    third = at_generation(store(redis_server, "gens", ttl_s=60), 2)
+    assert_identical(third.enrich(parts[4]).columns, expected.columns)
+
+
+def test_snapshots_are_hash_fields_per_partition_bucket_and_expiry_generation(redis_server: RedisServer) -> None:
     client = redis.Redis(port=redis_server.port)
     events = stream(100, seed=5)
     features = store(redis_server, "keys", ttl_s=60)
@@ -174,10 +211,15 @@ def test_snapshots_expire_and_live_under_the_entity_hash_tag(redis_server: Redis
     assert client.keys("keys:*") == []  # nothing is written before a checkpoint
     checkpoint(features, events)
     keys = sorted(k.decode() for k in client.keys("keys:agg:*"))
-    cards = {(c, p) for c, p in zip(events.columns["card"], events.partitions.tolist(), strict=True)}
-    assert len(keys) == len(cards)
-    assert all(k.split(":")[-2].startswith("{c") and k.split(":")[-2].endswith("}") for k in keys)
-    assert 0 < client.pttl(keys[0]) <= 60_000
+    generation = int(time.time() // 60)
+    assert {k.rsplit(":", 1)[1] for k in keys} == {str(generation)}
+    tags = {k.split(":")[-2] for k in keys}  # the Redis Cluster hash tag: {partition.bucket}
+    assert all(t.startswith("{") and t.endswith("}") and t[1:-1].split(".")[0].isdigit() for t in tags)
+    fields = {(field.decode(), k.split(":")[-2][1:-1].split(".")[0]) for k in keys for field in client.hkeys(k)}
+    cards = {(c, str(p)) for c, p in zip(events.columns["card"], events.partitions.tolist(), strict=True)}
+    assert fields == cards  # one field per (entity, partition)
+    ends_ms = (generation + 2) * 60_000  # the end of the next generation
+    assert all(0 < client.pttl(k) <= ends_ms - time.time() * 1000 + 1000 for k in keys)
 
 
 def test_stored_values_are_read_and_missing_ones_default(redis_server: RedisServer) -> None:
@@ -251,10 +293,13 @@ def test_one_round_trip_per_batch_and_none_once_entities_are_in_memory(redis_ser
             before.get(f"cmdstat_{command}", {"calls": 0})["calls"]
         )
 
-    # A cold start: one round trip, one MGET of the cards' snapshots and one HMGET per distinct card.
+    # A cold start: one round trip; one script call reads the cards' snapshots (an HMGET per
+    # snapshot hash, in each of three generations), and one HMGET per distinct card its stored values.
     cards = len(set(events.columns["card"]))
+    pairs = zip(events.columns["card"].tolist(), events.partitions.tolist(), strict=True)
+    hashes = {features.layout.address(str(c), p)[0] for c, p in pairs}
     assert executed == [1 + cards]
-    assert calls("mget") == 1 and calls("hmget") == cards
+    assert calls("evalsha") == 1 and calls("hmget") == cards + 3 * len(hashes)
     features.enrich(stream(size, seed=4))  # the same cards again: only the stored values are read
     assert executed == [1 + cards, len(set(stream(size, seed=4).columns["card"]))]
     aggregates_only = store(redis_server, "trips", FeatureSpec(tuple(f for f in SPEC.features if f.name != "risk")))
@@ -287,8 +332,8 @@ def test_events_without_an_entity_get_defaults_and_touch_no_state(redis_server: 
         assert set(column[anonymous].tolist()) == {default}, name
         np.testing.assert_array_equal(column[~anonymous], alone.columns[name], err_msg=name)
     checkpoint(anon, with_gaps)
-    written = {k.decode().split(":")[-2] for k in client.keys("anon:agg:*")}
-    assert written == {f"{{{c}}}" for c in set(cards[~anonymous])}
+    written = {field.decode() for k in client.keys("anon:agg:*") for field in client.hkeys(k)}
+    assert written == set(cards[~anonymous])
     twin = replay_aggregates(AGGREGATES, with_gaps.columns, "t")
     for name, column in twin.items():
         np.testing.assert_array_equal(served.columns[name], column, err_msg=name)

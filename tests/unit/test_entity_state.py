@@ -12,19 +12,18 @@ from tests.unit.test_aggregates import FEATURES, stream
 CARD = AggregateGroup.of(FEATURES)[0]
 
 
-class Redis(dict[str, bytes]):
-    """The snapshot store: what `FeatureStore` writes with SET and reads with MGET."""
+class Redis(dict[tuple[str, str], bytes]):
+    """The snapshot store: what `FeatureStore` writes and reads, one generation."""
 
     def write(self, state: EntityState, offsets: dict[int, int]) -> None:
         snapshot = state.snapshot(offsets)
-        size = 2 * state.version_bytes
-        for i, key in enumerate(snapshot.keys):
-            self[key] = snapshot.blob[i * size : (i + 1) * size]
-        state.written(snapshot)
+        for key, value in zip(snapshot.keys, snapshot.values, strict=True):
+            self[key] = value.tobytes()
+        state.written(snapshot, np.zeros(len(snapshot.keys), np.int64))
 
 
 def new_state() -> EntityState:
-    return EntityState(CARD, "t", lambda entity, p: f"{entity}:{p}")
+    return EntityState(CARD, "t", lambda entity, p: (str(p), entity))
 
 
 def batch(columns: Columns, start: int, stop: int, partitions: np.ndarray) -> EventBatch:
@@ -38,7 +37,7 @@ def batch(columns: Columns, start: int, stop: int, partitions: np.ndarray) -> Ev
 
 def enrich(state: EntityState, redis: Redis, events: EventBatch) -> Columns:
     plan = state.plan(events)
-    state.load(plan, [redis.get(k) for k in plan.keys])
+    state.load(plan, [redis.get(k) for k in plan.keys], np.zeros(len(plan.keys), np.int64))
     columns, skipped = state.advance(events, plan)
     assert skipped == 0
     return columns
@@ -154,7 +153,7 @@ def test_only_changed_entities_of_owned_partitions_are_snapshotted(columns: Colu
     snapshot = state.snapshot({0: 50})
     assert len(snapshot.keys) == len(set(events.columns["card"][events.partitions == 0]))
     assert set(snapshot.versions[:, 0]) == {50.0}
-    state.written(snapshot)
+    state.written(snapshot, np.zeros(len(snapshot.keys), np.int64))
     assert state.snapshot({0: 60}).keys == []
 
 
@@ -167,8 +166,8 @@ def test_events_without_an_entity_id_keep_the_defaults_and_touch_no_state() -> N
         [None] * 4,
     )
     plan = state.plan(events)
-    assert plan.keys == ["a:0"]  # nothing to read for the anonymous events
-    state.load(plan, [None])
+    assert plan.keys == [("0", "a")]  # nothing to read for the anonymous events
+    state.load(plan, [None], np.array([-1]))
     values, skipped = state.advance(events, plan)
     assert skipped == 0 and values["n_all"].tolist() == [0, 0, 0, 0] and len(state) == 1
     assert enrich(state, redis, events)["n_all"].tolist() == [0, 0, 1, 0]

@@ -74,7 +74,7 @@ class Registering:
 
 
 def transactional(producer: Registering) -> KafkaSink:
-    out = KafkaSink({"bootstrap.servers": "127.0.0.1:1", "transactional.id": "t"}, Metrics.create())
+    out = KafkaSink({"bootstrap.servers": "127.0.0.1:1", "transactional.id": "t"}, Metrics.create(), transactional=True)
     out._producer = cast(Any, producer)
     out._needs_init = True  # as `_replace` leaves it
     return out

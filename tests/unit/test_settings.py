@@ -148,6 +148,16 @@ def test_empty_value_unsets_an_optional_number(tmp_path: Path) -> None:
     assert settings.schemas.max_record_bytes is None
 
 
+@pytest.mark.parametrize("section", ["common", "producer"])
+def test_a_transactional_id_passed_through_needs_exactly_once(tmp_path: Path, section: str) -> None:
+    text = MINIMAL + f"kafka: {{{section}: {{transactional.id: t1}}}}\n"
+    with pytest.raises(Fatal) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert f"kafka.{section} sets transactional.id but delivery.mode is at_least_once" in str(caught.value)
+    exactly_once = load_settings(write(tmp_path, text + "delivery: {mode: exactly_once}\n"), environ={})
+    assert exactly_once.producer_config()["transactional.id"] == "t1"
+
+
 def test_quality_is_off_by_default_and_needs_its_topics(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, MINIMAL), environ={}).quality is None
     with pytest.raises(Fatal, match=r"quality needs topics\.labels and topics\.quality"):

@@ -1,13 +1,13 @@
-"""The checkpoint's ordering rules, with in-memory stand-ins for the source and sink."""
+"""Each delivery mode's checkpoint order, with in-memory stand-ins for the source and sink."""
 
 from typing import Any, cast
 
 import numpy as np
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import OutputsLost, Retriable
-from streamer.kafka.offsets import Checkpoint
+from streamer.kafka.delivery import Checkpoint, ExactlyOnce, Mode, for_mode
 from streamer.kafka.producer import Refusal
 
 
@@ -21,8 +21,6 @@ class RecordingSource:
 
 
 class Sink:
-    transactional = False
-
     def __init__(self, fail: bool = False, refused: list[Refusal] | None = None) -> None:
         self.fail = fail
         self.flushes = 0
@@ -38,9 +36,9 @@ class Sink:
             raise OutputsLost("1 outputs not delivered")
 
 
-def checkpoint(source: RecordingSource, sink: Sink, on_refused: Any = None) -> Checkpoint:
+def checkpoint(source: RecordingSource, sink: Sink, on_refused: Any = None, mode: Mode = "at_least_once") -> Checkpoint:
     handler = on_refused or (lambda refused: None)
-    return Checkpoint(cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0, on_refused=handler)
+    return for_mode(mode)(cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0, on_refused=handler)
 
 
 def test_commits_next_offset_per_owned_partition_after_flush() -> None:
@@ -152,3 +150,55 @@ def test_a_commit_that_failed_after_its_snapshot_is_committed_again_before_a_new
     cp.commit({})
     assert source.commits == [{0: 5}, {0: 10}]
     assert log == ["persist {0: 5}", "committed", "persist {0: 10}", "committed"]
+
+
+class TransactionalSink(Sink):
+    """Records the transaction it is asked to commit; `registered`: whether a replaced producer
+    has registered yet."""
+
+    def __init__(self, log: list[str], registered: bool = True) -> None:
+        super().__init__()
+        self.log, self.ready, self.aborts = log, registered, 0
+
+    def commit_transaction(self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float) -> None:
+        self.log.append(f"transaction {[(tp.partition, tp.offset) for tp in offsets]}")
+
+    def abort(self, timeout_s: float) -> None:
+        self.aborts += 1
+
+    def restart(self, timeout_s: float) -> bool:
+        return self.ready
+
+
+class TransactionalSource(RecordingSource):
+    topic = "in"
+
+    def group_metadata(self) -> object:
+        return object()
+
+
+def test_exactly_once_writes_the_snapshot_then_commits_outputs_and_offsets_in_one_transaction() -> None:
+    log: list[str] = []
+    source, sink = TransactionalSource({0, 1}), TransactionalSink(log)
+    cp = checkpoint(source, sink, mode="exactly_once")
+    assert isinstance(cp, ExactlyOnce) and cp.scores_pending_first
+    cp.state = State(log)
+    cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
+    assert cp.commit({}) == {0: 5, 1: 8}
+    assert log == ["persist {0: 5, 1: 8}", "transaction [(0, 5), (1, 8)]", "committed"]
+    assert source.commits == [] and sink.flushes == 0  # the offsets went with the transaction
+
+
+def test_at_least_once_may_leave_scored_work_pending_at_a_checkpoint() -> None:
+    assert not checkpoint(RecordingSource({0}), Sink()).scores_pending_first
+
+
+def test_a_rewind_forgets_the_offsets_and_waits_for_a_replaced_producer_to_register() -> None:
+    sink = TransactionalSink([], registered=False)
+    cp = checkpoint(TransactionalSource({0}), sink, mode="exactly_once")
+    cp.mark_processed(np.array([0]), np.array([4]))
+    assert not cp.rewind() and sink.aborts == 1
+    assert not cp.rewound()
+    sink.ready = True
+    assert cp.rewound()
+    assert not cp.due()  # nothing since the last commit is left to commit
