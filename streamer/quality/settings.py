@@ -4,10 +4,10 @@ without numpy or Redis.
 The section is optional and absent by default: without it the worker keeps no scores and its
 hot path does not change. With it, every scored event's (score, model version, event time) is
 written to Redis at the checkpoint, in the round trip that already writes the entity state, and
-kept `label_horizon_s`: labels arriving later find nothing and are counted as unknown.
-Redis holds about 180 bytes per event for the horizon (measured: a 44-character key, the
-24-byte value, its expiry): size the horizon to the label delay the business has (chargebacks:
-weeks) and the event rate.
+kept at least `label_horizon_s` (at most twice that): later labels find nothing, counted as unknown.
+Redis holds about 110 bytes per event (measured: a 24-character event id as a hash field, the
+24-byte value) for one to two horizons: size the horizon to the label delay the business has
+(chargebacks: weeks) and the event rate.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class QualitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     label_horizon_s: float = Field(
-        30 * 86400.0, gt=0, description="How long an event's score waits in Redis for its label (the keys' TTL)."
+        30 * 86400.0, gt=0, description="How long at least an event's score waits in Redis for its label (at most twice this)."
     )
     window_s: float = Field(
         3600.0, ge=0.001, description="Windows of event time the figures are computed per (aligned to the epoch)."
