@@ -21,7 +21,9 @@ class QualitySettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     label_horizon_s: float = Field(
-        30 * 86400.0, gt=0, description="How long at least an event's score waits in Redis for its label (at most twice this)."
+        30 * 86400.0,
+        gt=0,
+        description="How long at least an event's score waits in Redis for its label (at most twice this).",
     )
     window_s: float = Field(
         3600.0, ge=0.001, description="Windows of event time the figures are computed per (aligned to the epoch)."
