@@ -12,7 +12,7 @@ consumer seeing every label would compute (`evaluate`):
 AUC from the histograms counts a (positive, negative) pair in the same bin as half right. The
 exact AUC (ties counted half, as the Mann-Whitney statistic) differs by at most half the share of
 pairs that fall in one bin, `Quality.auc_bound`, reported beside every AUC. The bins are uniform
-in log-odds, finest near 0 and 1 where a fraud model's scores crowd, so the bound stays small
+in log-odds, finest near 0 and 1 where a rare-event model's scores crowd, so the bound stays small
 where a uniform grid would put most events in its first bin.
 
 The calibration error is the expected calibration error on those bins: the event-weighted mean,
