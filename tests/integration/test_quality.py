@@ -153,6 +153,15 @@ def test_delayed_labels_give_the_offline_figures_per_window_and_two_consumers_me
         assert abs(figures.auc - exact_auc(s, y)) <= figures.auc_bound + 1e-12
         assert figures.calibration_error == pytest.approx(reference_ece(s, y), rel=1e-9)
 
+    def counted(name: str, **labels: str) -> float:  # summed over the three consumers, as PromQL would
+        return sum(j.metrics.registry.get_sample_value(name, labels) or 0.0 for j in (a, b, c))
+
+    cells = {"true_positives": ("1", "true"), "false_positives": ("0", "true"), "false_negatives": ("1", "false")}
+    for field, (label, alert) in (cells | {"true_negatives": ("0", "false")}).items():
+        matrix = counted("streamer_quality_labelled_events_total", model_version="1", label=label, alert=alert)
+        assert matrix == sum(getattr(w, field) for w in windows)
+    assert counted("streamer_quality_labels_total", outcome="unknown") == UNKNOWN
+
     dead = read_topic(settings.admin_config(), settings.topics.dlq, 2)
     assert len(dead) == 2
 
