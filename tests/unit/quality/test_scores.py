@@ -24,8 +24,8 @@ class FakePipeline:
     def __init__(self, hashes: dict[str, dict[str, bytes]], expiries: dict[str, int]) -> None:
         self.hashes, self.expiries, self.replies = hashes, expiries, []
 
-    def hset(self, key: str, mapping: dict[str, bytes]) -> None:
-        self.hashes.setdefault(key, {}).update(mapping)
+    def hset(self, key: str, items: list[Any]) -> None:
+        self.hashes.setdefault(key, {}).update(zip(items[0::2], items[1::2], strict=True))
 
     def pexpireat(self, key: str, when_ms: int) -> None:
         self.expiries[key] = when_ms
