@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.model import export_package, verify_package
 from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
 

@@ -4,7 +4,7 @@
 
 The baseline covers the columns `analyze` baselines for configs/features/fraud.yaml (numeric and
 entity columns, categorical columns) plus the score, built with the same binning functions the
-monitor uses. Live batches are fresh synthetic payments (`streamer.demo.synth_payments`) with
+monitor uses. Live batches are fresh synthetic payments (`streamer.demo.payments.synth_payments`) with
 the entity aggregates replayed, and random scores. Prints the median time per batch and
 events/s, and for scale the worker's Avro decode of the same batches (one stage of many): the
 drift budget is 10% of the whole pipeline's time per event.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.drift.histograms import (
     SCORE,
     SCORE_EDGES,

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec

@@ -38,7 +38,7 @@ from confluent_kafka import Consumer, Producer
 from tqdm import tqdm
 
 from streamer.codec import AvroCodec
-from streamer.demo import LOAD_CARDS, LOAD_SKEW, load_payments
+from streamer.demo.payments import LOAD_CARDS, LOAD_SKEW, load_payments
 from streamer.kafka.admin import create_topics
 from streamer.records import RawBatch, now_ms
 from streamer.settings import Settings, load_settings

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from streamer.demo import commands as demo_commands
 from streamer.errors import Fatal
 from streamer.logs import configure_logging
 from streamer.settings import load_settings
@@ -37,14 +38,11 @@ def _parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="model packages")
     model_cmd = model.add_subparsers(dest="model_command", required=True)
-    export = model_cmd.add_parser("export-demo", help="train the demo fraud model on synthetic payments")
-    export.add_argument("--config", type=Path, required=True, help="gives model.path, model.feature_spec, schemas")
-    export.add_argument("--out", type=Path, help="model base folder (default: model.path)")
-    export.add_argument("--version", type=int, default=1)
+    demo_commands.add_export(model_cmd)
     verify = model_cmd.add_parser("verify", help="check a package's files against its sha256 manifest")
-    verify.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/1")
+    verify.add_argument("dir", type=Path, help="one version folder, e.g. models/<name>/1")
     sign = model_cmd.add_parser("sign", help="sign a package with model-signing (checked when model.public_key is set)")
-    sign.add_argument("dir", type=Path, help="one version folder, e.g. models/fraud/2")
+    sign.add_argument("dir", type=Path, help="one version folder, e.g. models/<name>/2")
     sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key, PEM")
 
     score = commands.add_parser(
@@ -80,13 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--max-labels", type=int, help="stop after this many labels (tests, smoke runs)")
     join.add_argument("--timeout", type=float, help="stop after this many seconds")
 
-    demo = commands.add_parser("demo", help="stream synthetic payments through a worker and report")
-    demo.add_argument("--config", type=Path, required=True)
-    demo.add_argument("--events", type=int, default=20_000)
-    demo.add_argument("--rate", type=float, default=4_000, help="events per second")
-    demo.add_argument(
-        "--canary", action="store_true", help="with v1 and v2 on disk: a canary, a rollback, a promotion, by SIGHUP"
-    )
+    demo_commands.add_demo(commands)
     return parser
 
 
@@ -133,18 +125,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"signed {args.dir}: {sign_package(args.dir, args.key)}")
         return 0
     if args.command == "model":
-        from streamer.demo import train_demo_model
-
-        settings = load_settings(args.config)
-        out = args.out or settings.model.path
-        if (out / str(args.version)).exists():
-            print(f"model {out / str(args.version)} exists; versions are immutable, keeping it")
-            return 0
-        if settings.model.feature_spec is None:
-            raise Fatal(f"config {args.config}: model.feature_spec is not set; point it at a feature spec YAML")
-        path = train_demo_model(out, settings.model.feature_spec, settings.schemas.input, args.version)
-        print(f"exported {path}")
-        return 0
+        return demo_commands.export_demo(args)
     if args.command == "schema":
         import json
 
@@ -186,10 +167,4 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = score_file(load_settings(args.config), args.input, args.output)
         print(summary.line(args.output))
         return 1 if summary.dead_lettered else 0
-    from streamer.demo import CANARY_STEPS, format_report, run_demo
-
-    settings = load_settings(args.config)
-    report = run_demo(settings, args.config, args.events, args.rate, CANARY_STEPS if args.canary else ())
-    print(format_report(report))
-    ok = report.scored == report.produced and report.duplicates == 0 and report.worker_exit == 0
-    return 0 if ok else 1
+    return demo_commands.demo(args)

@@ -25,12 +25,12 @@ from uuid import UUID
 
 import fastavro
 import numpy as np
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from streamer.errors import Fatal, PoisonRecord
 from streamer.records import Columns, DeadLetter, EventBatch, RawBatch, Rejection, Rejections
+from streamer.registry import SchemaRegistry
 from streamer.settings import Settings
 
 _NUMPY_TYPES = {
@@ -324,9 +324,11 @@ class _BatchReader:
 class WriterSchemas:
     """Schema id → parsed writer schema: the local map first, then the registry; cached."""
 
-    def __init__(self, local: Mapping[int, Path], registry_url: str | None) -> None:
+    def __init__(
+        self, local: Mapping[int, Path], registry_url: str | None, registry_config: Mapping[str, Any] | None = None
+    ) -> None:
         self._parsed = {schema_id: _parse(_read(path), path)[1] for schema_id, path in local.items()}
-        self._registry = SchemaRegistryClient({"url": registry_url}) if registry_url else None
+        self._registry = SchemaRegistry(registry_url, registry_config).client if registry_url else None
 
     def get(self, schema_id: int) -> Any:
         parsed = self._parsed.get(schema_id)
@@ -558,5 +560,6 @@ class AvroCodec:
 def input_codec(settings: Settings) -> AvroCodec:
     """The input events' codec as the config describes it (framing, writer schemas, size bound)."""
     schemas = settings.schemas
-    writers = WriterSchemas(schemas.writers, schemas.registry_url) if schemas.input_framing == "confluent" else None
+    confluent = schemas.input_framing == "confluent"
+    writers = WriterSchemas(schemas.writers, schemas.registry_url, schemas.registry_config) if confluent else None
     return AvroCodec(schemas.input, writers, schemas.max_record_bytes)

@@ -136,9 +136,10 @@ class DeadLetterWriter:
         return key[:key_room], value[: room - key_room], True
 
     def _envelope_bytes(self, letter: DeadLetter, whole: dict[str, object]) -> int:
-        """Everything but the original bytes: the record without them, and the headers (a child
-        trace context is as long as its parent's)."""
+        """Everything but the original bytes: the record without them (and its framing), and the
+        headers (a child trace context is as long as its parent's)."""
         record = len(self.codec.encode_one(whole | {"original_value": None}))
+        record += len(self.sink.frames.get(self.topic, b""))
         trace = [(name, v) for name, v in letter.headers or () if name in TRACE_HEADERS]
         return record + sum(len(name) + len(v or b"") for name, v in [*self._headers(letter, whole), *trace])
 

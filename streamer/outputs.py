@@ -6,7 +6,8 @@ A scored record is the envelope (event id, entity, event time, score, alert, mod
 version, scored_at, features_degraded, shadow fields, source partition and offset) and the
 input fields `outputs.pass_through` names, with their input types. `derived_schema` is that
 record as an Avro schema; the configured `schemas.scored` is checked against it at start, and
-`streamer schema scored` prints it for registering.
+`streamer schema scored` prints it. `written_schemas` names the schema each output topic is
+written with, which `schemas.output_framing: confluent` registers (`streamer.registry`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from streamer.codec import AvroCodec, nullable_base
 from streamer.errors import Fatal
 from streamer.records import ScoredBatch
+from streamer.registry import SchemaRegistry
 from streamer.settings import Settings
 
 _MILLIS = {"type": "long", "logicalType": "timestamp-millis"}
@@ -76,6 +78,16 @@ def check_scored_schema(derived: dict[str, Any], given: AvroCodec) -> None:
         raise Fatal(f"schemas.scored: {given.path} has fields {extra} the outputs do not write; {fix}")
 
 
+def written_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Output topic → the schema its records are written with, as declared: what a Schema
+    Registry must hold for readers to decode them by id."""
+    topics, schemas = settings.topics, settings.schemas
+    paths = {topics.scored: schemas.scored, topics.alerts: schemas.scored, topics.dlq: schemas.dlq}
+    if topics.drift and settings.drift.enabled:
+        paths[topics.drift] = schemas.drift
+    return {topic: json.loads(path.read_text()) for topic, path in paths.items() if topic}
+
+
 class Outputs:
     """The scored, alert and dead-letter records of one config, encoded and routed."""
 
@@ -87,6 +99,14 @@ class Outputs:
     def check(self) -> None:
         """At start: the configured scored schema takes exactly the records the outputs make."""
         check_scored_schema(derived_schema(self.settings, self.inputs), self.scored_codec)
+
+    def refuse_unregistrable(self, registry: SchemaRegistry, what: str) -> None:
+        """`Fatal` for `what` (a model version) if the scored or alert topic's subject would not
+        take its scored records. They are written with `schemas.scored`, which `check` holds to
+        the derived fields; that file, not the derived schema, is checked and registered, since
+        readers resolve a writer schema by its record name and field order."""
+        topics = [topic for topic in (self.settings.topics.scored, self.settings.topics.alerts) if topic]
+        registry.refuse_incompatible(what, topics, written_schemas(self.settings)[topics[0]])
 
     def columns(self, scored: ScoredBatch) -> dict[str, Any]:
         """The scored records of a batch as columns, in input order."""

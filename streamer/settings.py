@@ -7,9 +7,11 @@ and booleans), so `STREAMER_FEATURES__PASSWORD='#x: 0777'` is that password, nev
 list, mapping and section fields are parsed, as YAML. Under `kafka.*`, keys are librdkafka
 properties passed through verbatim; from the environment they are written in upper case with
 `_` for `.` (STREAMER_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS=5) and passed to librdkafka as the
-strings they are, which it parses itself. Unknown keys anywhere else are errors, so a typo
-stops start-up instead of being ignored. No error message carries a value from the config or
-the environment, so a secret never reaches a terminal or a log.
+strings they are, which it parses itself. `schemas.registry_config` (Schema Registry client
+properties) is written the same way, STREAMER_SCHEMAS__REGISTRY_CONFIG__BASIC_AUTH_USER_INFO, but
+that client does not parse strings: numbers such as max.retries go in the YAML. Unknown keys
+anywhere else are errors, so a typo stops start-up instead of being ignored. No error message
+carries a value from the config or the environment, so a secret never reaches a terminal or a log.
 """
 
 from __future__ import annotations
@@ -79,10 +81,30 @@ class SchemaSettings(Section):
     writers: dict[int, Path] = Field(
         default_factory=dict, description="confluent framing: schema id → local .avsc of the writer."
     )
-    registry_url: str | None = Field(None, description="confluent framing: Schema Registry for unknown ids.")
+    registry_url: str | None = Field(
+        None,
+        description="Schema Registry (Confluent API): writer schemas of unknown input ids, and where the outputs' "
+        "schemas are registered under output_framing confluent.",
+    )
+    registry_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Schema Registry client properties, verbatim (basic.auth.user.info, ssl.ca.location, timeout, "
+        "max.retries, …); never printed.",
+    )
+    output_framing: Literal["plain", "confluent"] = Field(
+        "plain",
+        description="confluent: scored, alert, dead-letter and drift records start with magic byte + schema id, "
+        "their schemas registered under <topic>-value at start (needs registry_url).",
+    )
     max_record_bytes: int | None = Field(
         1_048_576, ge=1, description="Larger input records are dead-lettered as oversize."
     )
+
+    @model_validator(mode="after")
+    def _registry_for_framing(self) -> SchemaSettings:
+        if self.output_framing == "confluent" and not self.registry_url:
+            raise ValueError("output_framing confluent registers the outputs' schemas: set schemas.registry_url")
+        return self
 
 
 class BatchingSettings(Section):
@@ -401,8 +423,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if len(path) == 1 and path[0] not in TOP_LEVEL_VALUES:
             continue  # STREAMER_LOG_LEVEL and friends are not config keys
-        if path[0] == "kafka" and len(path) == 3:
-            path[2] = path[2].replace("_", ".")
+        if len(path) == 3 and (path[0] == "kafka" or path[:2] == ["schemas", "registry_config"]):
+            path[2] = path[2].replace("_", ".")  # client properties are dotted
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -15,6 +15,7 @@ few attribute checks per batch. The SDK is imported only when tracing is on.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 TRACE_HEADERS = ("traceparent", "tracestate")
 MAX_LINKS = 32  # links per batch span: enough to find a batch from a trace, bounded per batch
 _PROPAGATOR = TraceContextTextMapPropagator()
+# A valid version-00 traceparent whose flags leave "sampled" unset (W3C: all-zero ids are invalid).
+_UNSAMPLED = re.compile(rb"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f][02468ace]\Z")
 _SCOPE = "streamer"
 
 
@@ -143,8 +146,14 @@ class BatchTrace:
 
     def headers(self, events: EventBatch, row: int) -> Headers | None:
         """Trace headers for the outputs of `events` row `row`: a child span of its own context,
-        linked to the batch span, or the batch span's context for an untraced event."""
-        parent = parent_context(None if events.headers is None else events.headers[row])
+        linked to the batch span; the input's own headers when its trace is not sampled (a
+        child would record nothing, and the upstream's context is what a sampled descendant
+        needs); or the batch span's context for an untraced event."""
+        record_headers = None if events.headers is None else events.headers[row]
+        unsampled = unsampled_trace(record_headers)
+        if unsampled is not None:
+            return unsampled
+        parent = parent_context(record_headers)
         if parent is None:
             return self._batch_headers
         child = self.tracer.start_span(
@@ -188,6 +197,17 @@ def parent_context(headers: Iterable[tuple[str, bytes | None]] | None) -> Contex
         return None
     context = _PROPAGATOR.extract(carrier)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def unsampled_trace(headers: RecordHeaders | None) -> Headers | None:
+    """The record's trace headers if its traceparent is well formed and not sampled, else None.
+    Read from the header's bytes: the common case under a ratio sampler costs no parsing."""
+    if not headers:
+        return None
+    parent = next((value for name, value in headers if name == "traceparent"), None)
+    if parent is None or _UNSAMPLED.match(parent) is None:
+        return None
+    return [(name, value) for name, value in headers if name in TRACE_HEADERS and value]
 
 
 def inject(span: Span) -> Headers:

@@ -40,10 +40,11 @@ from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
-from streamer.outputs import Outputs
+from streamer.outputs import Outputs, written_schemas
 from streamer.preprocess import Entity
 from streamer.quality.scores import ScoreLog
 from streamer.records import DeadLetter, EventBatch, Rejection, now_ms
+from streamer.registry import SchemaRegistry
 from streamer.settings import ModelSettings, Settings
 from streamer.tracing import Tracing
 
@@ -95,6 +96,7 @@ class Worker:
         self.outputs = Outputs(settings, self.input_codec)
         check_event_contract(settings.event, self.input_codec, self.outputs.scored_codec)
         self.outputs.check()
+        self.registry = SchemaRegistry.of(settings.schemas)  # outputs framed; no call until start
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
         self.batcher = MicroBatcher(batching.max_batch_size, batching.max_wait_ms / 1000, clock)
@@ -181,6 +183,8 @@ class Worker:
             self.drift = self._drift_tap(model)
         self._warm = True
         settings = self.settings
+        if self.registry is not None:
+            self.sink.frames = self.registry.frames(written_schemas(settings))
         self.source.start()  # first: it names an unreachable broker or a missing topic
         limits = record_limits(
             settings.admin_config(),
@@ -194,8 +198,11 @@ class Worker:
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
         """Load one version and check it can replace the first: a version that needs other
-        entity features or lacks a usable drift baseline is refused (it needs a restart)."""
+        entity features, lacks a usable drift baseline or whose outputs the Schema Registry would
+        not take is refused (the first two need a restart)."""
         model = load_package(settings, version, self.input_codec.field_types, self.device)
+        if self.registry is not None:
+            self.outputs.refuse_unregistrable(self.registry, f"model {model.name} v{version}")
         entity = model.spec.entity_features()
         if self._entity_features is None:
             self._entity_features = entity

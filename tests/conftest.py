@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.registry_standin import StandInRegistry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
 FEATURE_SPEC = ROOT / "configs" / "features" / "fraud.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
@@ -29,10 +38,17 @@ def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
     return path
 
 
+@pytest.fixture
+def schema_registry() -> Iterator[StandInRegistry]:
+    """A stand-in Schema Registry of the test's own (tests/registry_standin.py), BACKWARD by default."""
+    with StandInRegistry().running() as registry:
+        yield registry
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo fraud model package trained on few events: tests need its shape, not its skill."""
-    from streamer.demo import train_demo_model
+    from streamer.demo.payments import train_demo_model
 
     base = tmp_path_factory.mktemp("models") / "fraud"
     train_demo_model(base, FEATURE_SPEC, SCHEMAS / "payment.avsc", version=1, events=4000)
@@ -81,7 +97,7 @@ def filling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import numpy as np
 
     from streamer.codec import AvroCodec
-    from streamer.demo import synth_payments
+    from streamer.demo.payments import synth_payments
     from streamer.features import replay_aggregates
     from streamer.model import export_package
     from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset

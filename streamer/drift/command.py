@@ -23,6 +23,7 @@ from streamer.kafka.consumer import read_topic_to_end
 from streamer.quality.records import group_view
 from streamer.quality.report import render_quality
 from streamer.quality.windows import evaluate as evaluate_quality
+from streamer.registry import unframed
 from streamer.settings import Settings
 
 
@@ -31,8 +32,10 @@ def write_report(settings: Settings, out: Path) -> str:
     if not topic:
         raise Fatal("topics.drift is not set: workers publish no drift windows; set it and restart them")
     codec = AvroCodec(settings.schemas.drift)
+    framing = settings.schemas.output_framing
     windows = [
-        from_avro_record(codec.decode_one(value)).window for value in read_topic_to_end(settings.admin_config(), topic)
+        from_avro_record(codec.decode_one(unframed(value, framing))).window
+        for value in read_topic_to_end(settings.admin_config(), topic)
     ]
     if not windows:
         raise Fatal(f"drift topic {topic} holds no windows yet; windows close every drift.window_s of event time")

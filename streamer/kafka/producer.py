@@ -89,6 +89,9 @@ class KafkaSink:
         self._access_denied: str | None = None
         self._refusal_replays = 0  # transactions in a row that aborted over a refused record
         self.limits: dict[str, int] = {}  # topic → largest record it takes, set by `start`
+        # topic → the bytes each value on it starts with: the Confluent header of its registered
+        # schema (`streamer.registry.frames`), so the stages above encode plain Avro either way.
+        self.frames: dict[str, bytes] = {}
         self._fatal = False
         self._brokers_lost = False  # every broker went down since the transaction began
         self._in_transaction = False
@@ -155,6 +158,9 @@ class KafkaSink:
     def produce(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> bool:
         """Queue one message; when librdkafka's queue is full, serve delivery reports and retry.
         False: refused for good before sending (too large for `topic`); nothing was queued."""
+        frame = self.frames.get(topic)
+        if frame is not None:
+            value = frame + value
         limit = self.limits.get(topic)
         if limit is not None:
             size = len(value) + len(key or b"") + sum(len(n) + len(v or b"") for n, v in headers or ())

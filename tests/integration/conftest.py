@@ -6,7 +6,6 @@ Every test gets fresh uuid-named topics and group, so tests never see each other
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -26,23 +25,17 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.features import replay_aggregates
 from streamer.kafka.admin import create_topics
 from streamer.model import load_model
 from streamer.pipeline import to_tensors
 from streamer.records import Columns
 from streamer.settings import Settings
-from tests.conftest import SCHEMAS
+from tests.conftest import SCHEMAS, free_port
 
 BROKERS = os.environ.get("STREAMER_TEST_BROKERS", "127.0.0.1:9092")
 STACK_SCRIPT = str(Path(__file__).resolve().parents[2] / "docker" / "local-stack.sh")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PrivateStack:

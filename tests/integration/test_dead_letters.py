@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.settings import Settings
 from streamer.worker import Worker
 from tests.conftest import SCHEMAS, STRICT_MAX_AMOUNT, STRICT_NAN_AMOUNT

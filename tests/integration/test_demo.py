@@ -5,7 +5,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
-from streamer.demo import CANARY_STEPS, format_report, run_demo
+from streamer.demo.run import CANARY_STEPS, format_report, run_demo
 from streamer.kafka.admin import create_topics
 from streamer.lifecycle import entity_buckets, routed
 from tests.conftest import wrap_package

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.drift.command import write_report
 from streamer.drift.metrics import WindowReport
 from streamer.drift.records import from_avro_record

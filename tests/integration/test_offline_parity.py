@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of
+from streamer.demo.payments import rows_of
 from streamer.worker import Worker
 from tests.conftest import ROOT, SCHEMAS
 from tests.integration.conftest import SettingsFactory, produce_payments, read_topic

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.drift.command import write_report
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics

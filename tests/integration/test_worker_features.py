@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.worker import Worker
 from tests.conftest import SCHEMAS
 from tests.integration.conftest import (

@@ -1,9 +1,7 @@
 import json
 import math
 import random
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +9,11 @@ import numpy as np
 import pytest
 
 from streamer.codec import AvroCodec, WriterSchemas
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.errors import Fatal
 from streamer.records import RawBatch
 from tests.conftest import SCHEMAS, nullable_payments
+from tests.registry_standin import StandInRegistry
 
 
 @pytest.fixture(scope="module")
@@ -96,32 +95,12 @@ def test_confluent_framing_resolves_writer_schemas(tmp_path: Path) -> None:
     assert "exceeds schemas.max_record_bytes=4096" in reasons[5]
 
 
-def test_unknown_ids_are_fetched_from_a_schema_registry(tmp_path: Path) -> None:
-    """A stand-in registry (an HTTP server answering GET /schemas/ids/<id>), not a mock of Kafka."""
-    schema_text = (SCHEMAS / "payment.avsc").read_text()
-
-    class Registry(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path.split("?")[0] == "/schemas/ids/42"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            self.end_headers()
-            body = {"schema": schema_text} if found else {"error_code": 40403, "message": "Schema not found"}
-            self.wfile.write(json.dumps(body).encode())
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Registry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
-        codec = AvroCodec(SCHEMAS / "payment.avsc", WriterSchemas({}, url))
-        columns, _ = synth_payments(1, np.random.default_rng(0))
-        body = codec.encode_one(rows_of(columns)[0])
-        batch, dead = codec.decode(raw([framed(42, body), framed(43, body)]))
-    finally:
-        server.shutdown()
+def test_unknown_ids_are_fetched_from_a_schema_registry(schema_registry: StandInRegistry) -> None:
+    schema_registry.register("payments-value", (SCHEMAS / "payment.avsc").read_text())
+    codec = AvroCodec(SCHEMAS / "payment.avsc", WriterSchemas({}, schema_registry.url, {"max.retries": 0}))
+    columns, _ = synth_payments(1, np.random.default_rng(0))
+    body = codec.encode_one(rows_of(columns)[0])
+    batch, dead = codec.decode(raw([framed(1, body), framed(2, body)]))
     assert list(batch.offsets) == [0]
     assert len(dead) == 1 and "schema registry lookup failed" in dead[0].error_message
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.demo import synth_payments, train_demo_model
+from streamer.demo.payments import synth_payments, train_demo_model
 from streamer.features import replay_aggregates
 from streamer.model import LoadedModel, load_package
 from streamer.pipeline import score

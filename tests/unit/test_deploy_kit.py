@@ -178,6 +178,7 @@ def test_chart_config_is_a_valid_config_and_secrets_come_from_the_environment(tm
     assert settings.features.password is not None
     assert settings.features.password.get_secret_value() == "from-secret-redis-password"
     assert settings.kafka.common["sasl.password"] == "from-secret-kafka-sasl-password"
+    assert settings.schemas.registry_config["basic.auth.user.info"] == "from-secret-schema-registry-user-info"
     assert settings.topics.partitions == load_settings(LOCAL_CONFIG, environ={}).topics.partitions
     assert settings.metrics.host == "0.0.0.0"
 
@@ -223,7 +224,12 @@ def test_rendered_chart_takes_secrets_by_reference_only() -> None:
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["STREAMER_FEATURES__PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "s"
     assert deployment["spec"]["replicas"] == 1
-    for bad in ("config.features.password=x", "config.kafka.common.sasl\\.password=x", "keda.maxReplicaCount=9"):
+    for bad in (
+        "config.features.password=x",
+        "config.kafka.common.sasl\\.password=x",
+        "config.schemas.registry_config.basic\\.auth\\.user\\.info=x",
+        "keda.maxReplicaCount=9",
+    ):
         command = [str(HELM), "template", "t", str(CHART), "--kube-version", "1.37.0", "--set", bad]
         refused = subprocess.run(command, capture_output=True)
         assert refused.returncode != 0, bad

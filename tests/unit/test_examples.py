@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.codec import AvroCodec
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.model import load_model
 from streamer.pipeline import to_tensors
 from streamer.settings import ModelSettings

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from streamer.codec import AvroCodec
-from streamer.demo import rows_of, synth_payments
+from streamer.demo.payments import rows_of, synth_payments
 from streamer.offline import dead_letter_path, score_file
 from streamer.settings import Settings
-from tests.conftest import SCHEMAS, nullable_payments
+from tests.conftest import ROOT, SCHEMAS, nullable_payments
 
 EVENTS = 300
 
@@ -112,3 +112,34 @@ def test_refused_records_go_to_a_dead_letter_file_and_the_rest_is_scored(
     assert letters[8]["error_message"] == "field amount is nan; finite numbers only"
     assert AvroCodec(schema).decode_one(letters[5]["original_value"]) == rows[5]  # the record itself
     assert all(letter["source_topic"] == str(source) for letter in letters.values())
+
+
+JAVA_CONTAINER = ROOT / "tests" / "data" / "payments_java.avro"  # made by tests/data/java_container/regenerate.sh
+
+
+def test_a_container_written_by_java_scores_as_the_same_records_written_plain(demo_model: Path, tmp_path: Path) -> None:
+    """The Avro Java library's file: deflate blocks, uuid event ids and timestamp-millis written
+    from UUID and Instant, nullable card and merchant ids, and a decimal the reader schema leaves
+    out. Its row 7 has no card id: a dead letter, the rest scored."""
+    schema = nullable_payments(tmp_path, ("card_id", "merchant_id"))
+    settings = settings_for(demo_model, schema)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    with open(JAVA_CONTAINER, "rb") as stream:
+        java = list(fastavro.reader(stream))
+    names = AvroCodec(schema).field_types
+    plain = [
+        {name: row[name] for name in names}  # type: ignore[call-overload]
+        | {"event_id": str(row["event_id"]), "event_time": (row["event_time"] - epoch) // timedelta(milliseconds=1)}  # type: ignore[call-overload, operator]
+        for row in java
+    ]
+    AvroCodec(schema).write_container(tmp_path / "plain.avro", plain)
+
+    summary = score_file(settings, JAVA_CONTAINER, tmp_path / "java-scored.avro")
+    score_file(settings, tmp_path / "plain.avro", tmp_path / "plain-scored.avro")
+
+    assert (summary.read, summary.scored, summary.dead_lettered) == (60, 59, 1)
+    assert scored(tmp_path / "java-scored.avro") == scored(tmp_path / "plain-scored.avro")
+    assert len(scored(tmp_path / "java-scored.avro")) == 59
+    with open(dead_letter_path(tmp_path / "java-scored.avro"), "rb") as stream:
+        (letter,) = fastavro.reader(stream)
+    assert letter["source_offset"] == 7  # type: ignore[call-overload, index]

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from streamer.codec import AvroCodec
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.features import replay_aggregates
 from streamer.lifecycle import Serving
 from streamer.model import load_model

@@ -94,3 +94,23 @@ def test_a_registration_error_waiting_cannot_fix_stops_the_worker() -> None:
     out = transactional(Registering(failures=1, code=KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     with pytest.raises(Fatal, match=r"cannot start transactions as 't': .*[Aa]uthoriz"):
         out.restart(0.01)
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any = None) -> None:
+        self.values.append(value)
+
+
+def test_a_framed_topic_gets_its_header_before_every_value_and_the_header_counts_toward_its_limit() -> None:
+    out = sink()
+    recorder = Recording()
+    out._producer = cast(Any, recorder)
+    out.frames = {"scored": b"\x00\x00\x00\x00\x07"}
+    out.limits = {"scored": 1000, "other": 1000}
+    room = 1000 - RECORD_OVERHEAD - len(b"k")
+    assert out.produce("scored", b"k", b"x" * (room - 5)) and not out.produce("scored", b"k", b"x" * (room - 4))
+    assert out.produce("other", b"k", b"y" * room)  # unframed topics are written as they are
+    assert recorder.values == [b"\x00\x00\x00\x00\x07" + b"x" * (room - 5), b"y" * room]

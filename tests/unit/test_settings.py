@@ -158,6 +158,19 @@ def test_a_transactional_id_passed_through_needs_exactly_once(tmp_path: Path, se
     assert exactly_once.producer_config()["transactional.id"] == "t1"
 
 
+def test_framed_outputs_need_a_registry(tmp_path: Path) -> None:
+    with pytest.raises(Fatal, match=r"schemas: output_framing confluent registers the outputs' schemas: set schemas\."):
+        load_settings(write(tmp_path, MINIMAL), environ={"STREAMER_SCHEMAS__OUTPUT_FRAMING": "confluent"})
+
+
+def test_registry_client_properties_from_the_environment_are_dotted_and_verbatim(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, MINIMAL),
+        environ={"STREAMER_SCHEMAS__REGISTRY_CONFIG__BASIC_AUTH_USER_INFO": "streamer:#x: 0777"},
+    )
+    assert settings.schemas.registry_config == {"basic.auth.user.info": "streamer:#x: 0777"}
+
+
 def test_quality_is_off_by_default_and_needs_its_topics(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, MINIMAL), environ={}).quality is None
     with pytest.raises(Fatal, match=r"quality needs topics\.labels and topics\.quality"):

@@ -114,6 +114,20 @@ def test_a_traced_event_output_continues_its_trace_under_a_linked_batch_span(
     assert batch_ids in header(untraced_headers, "traceparent")
 
 
+def test_an_unsampled_event_passes_its_own_context_on_and_records_no_span(
+    tracing: Tracing, exported: InMemorySpanExporter
+) -> None:
+    unsampled: RecordHeaders = [("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-00".encode()), ("tracestate", b"v=1")]
+    malformed: RecordHeaders = [("traceparent", f"00-{'0' * 32}-{SPAN_ID}-00".encode())]
+    events = events_with([unsampled, malformed])
+    traced = tracing.batch(events, "payments")
+    passed_on, untraced = traced.headers(events, 0), traced.headers(events, 1)
+    traced.end()
+    assert passed_on == unsampled  # a sampled descendant downstream still joins the upstream trace
+    (batch,) = exported.get_finished_spans()  # no child span for either event
+    assert header(untraced, "traceparent").split("-")[1] == format(batch.context.trace_id, "032x")
+
+
 def test_batch_links_are_bounded(tracing: Tracing, exported: InMemorySpanExporter) -> None:
     headers: list[RecordHeaders | None] = [traceparent(f"{i + 1:032x}") for i in range(MAX_LINKS + 10)]
     tracing.batch(events_with(headers), "payments").end()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.drift.histograms import (
     SCORE,
     SCORE_EDGES,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.demo import LOAD_CARDS, LOAD_SKEW, load_payments, synth_payments
+from streamer.demo.payments import LOAD_CARDS, LOAD_SKEW, load_payments, synth_payments
 from streamer.drift.histograms import Baseline, categorical_baseline, numeric_baseline
 from streamer.drift.metrics import WindowReport, evaluate
 from streamer.drift.windows import DriftMonitor

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.drift.histograms import (
     SCORE,
     SCORE_EDGES,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.demo import synth_payments
+from streamer.demo.payments import synth_payments
 from streamer.drift.histograms import SCORE, SCORE_EDGES, Baseline, categorical_baseline, numeric_baseline
 from streamer.drift.tap import DriftTap
 from streamer.kafka.producer import KafkaSink

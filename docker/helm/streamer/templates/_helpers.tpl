@@ -50,4 +50,9 @@ config that carries one, before it lands in a ConfigMap anyone with read access 
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- range $key, $_ := (get ($.Values.config.schemas | default dict) "registry_config" | default dict) -}}
+{{- if or (contains "password" $key) (contains "user.info" $key) (contains "token" $key) (contains "secret" $key) -}}
+{{- fail (printf "config.schemas.registry_config[%q] is a secret: put it in the Secret named by secrets.existingSecret and map it in secrets.env" $key) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
