@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/local.yaml
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-canary test lint stack-up stack-down stack-status clean bench soak chaos kit-check
+.PHONY: demo demo-canary recommender-demo test lint stack-up stack-down stack-status clean bench soak chaos kit-check
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ models/fraud/1: | $(STAMP)
 
 models/fraud/2: | models/fraud/1
 	$(BIN)/streamer model export-demo --config $(CONFIG) --version 2
+
+models/recommender/1: | $(STAMP)
+	$(BIN)/python examples/recommender/recommender.py train models/recommender
 
 stack-up:
 	docker/local-stack.sh up
@@ -36,6 +39,18 @@ demo: $(STAMP) stack-up models/fraud/1
 demo-canary: $(STAMP) stack-up models/fraud/2
 	$(BIN)/streamer topics create --config $(CONFIG)
 	$(BIN)/streamer demo --config $(CONFIG) --canary --events 30000 --rate 3000
+
+# Page views in, the top 5 items per view out: streamed by a worker, then the same views scored
+# offline (the same records), the first three printed.
+REC := examples/recommender
+recommender-demo: $(STAMP) stack-up models/recommender/1
+	$(BIN)/streamer topics create --config $(REC)/config.yaml
+	$(BIN)/python $(REC)/recommender.py produce --events 2000 --seed 1
+	$(BIN)/streamer run --config $(REC)/config.yaml --max-events 2000 --timeout 120
+	$(BIN)/python $(REC)/recommender.py events models/recommender-views.avro --events 2000 --seed 1
+	$(BIN)/streamer score --config $(REC)/config.yaml --input models/recommender-views.avro \
+		--output models/recommended.avro
+	$(BIN)/python $(REC)/recommender.py show models/recommended.avro
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamer tests load examples

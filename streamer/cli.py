@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="schemas the config makes")
     schema_cmd = schema.add_subparsers(dest="schema_command", required=True)
     scored_schema = schema_cmd.add_parser(
-        "scored", help="print the scored records' Avro schema, derived from the config and schemas.input"
+        "scored", help="print the scored records' Avro schema, derived from the config, schemas.input and the model"
     )
     scored_schema.add_argument("--config", type=Path, required=True)
 
@@ -109,8 +109,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
         topics = settings.topics
-        created = create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
-        print(f"topics: created {created or 'none'}; present {topics.names()}")
+        names = settings.topic_names()
+        created = create_topics(settings.admin_config(), names, topics.partitions, topics.replication_factor)
+        print(f"topics: created {created or 'none'}; present {names}")
         return 0
     if args.command == "model" and args.model_command == "verify":
         from streamer.model import verify_package
@@ -130,10 +131,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         import json
 
         from streamer.codec import input_codec
+        from streamer.model import load_model
         from streamer.outputs import derived_schema
 
         settings = load_settings(args.config)
-        print(json.dumps(derived_schema(settings, input_codec(settings)), indent=2))
+        inputs = input_codec(settings)
+        model = load_model(settings.model, inputs.field_types, settings.outputs.values)
+        print(json.dumps(derived_schema(settings, inputs, model.outputs), indent=2))
         return 0
     if args.command == "drift":
         from streamer.drift.command import write_report

@@ -118,7 +118,9 @@ class Metrics:
                 ["topic", "error"],
                 registry=r,
             ),
-            alerts=Counter("streamer_alerts", "Scored events at or over the alert threshold.", registry=r),
+            alerts=Counter(
+                "streamer_alerts", "Records decision rules (outputs.rules) sent to their topics.", registry=r
+            ),
             batches=Counter("streamer_batches", "Micro-batches scored.", registry=r),
             batch_size=Histogram(
                 "streamer_batch_size",

@@ -31,6 +31,8 @@ import yaml
 from streamer.drift.histograms import BASELINE_FILE, SCORE, SCORE_EDGES, numeric_baseline
 from streamer.errors import Fatal
 from streamer.missing import presence_input
+from streamer.output_settings import OutputSelection, OutputSettings
+from streamer.outputs import signature_problem
 from streamer.preprocess import FeatureSpec, Preprocessor, raw_tensors
 from streamer.records import Columns
 from streamer.settings import ModelSettings
@@ -58,7 +60,9 @@ def export_package(
 ) -> Path:
     """Write `<base>/<version>/` atomically: built in a temp folder, renamed into place, so a
     watcher never sees half a version. `network` takes `preprocessor.dense(...)` ("dense"), or
-    the dict of transformed features ("features", for a functional model with named inputs)."""
+    the dict of transformed features ("features", for a functional model with named inputs). A
+    network returning one tensor serves it flat as `score_output`; one returning a dict of named
+    tensors (a recommender's ids and scores) serves them as they are."""
     target = base / str(version)
     if target.exists():
         raise Fatal(f"model {target}: version exists; versions are immutable, export a new one")
@@ -73,7 +77,7 @@ def export_package(
     @tf.function(input_signature=specs)
     def serve(*columns: tf.Tensor) -> dict[str, tf.Tensor]:
         output = network(features(dict(zip(names, columns, strict=True))), training=False)
-        return {score_output: tf.reshape(output, [-1])}
+        return dict(output) if isinstance(output, Mapping) else {score_output: tf.reshape(output, [-1])}
 
     @tf.function(input_signature=specs)
     def transform(*columns: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -89,7 +93,7 @@ def export_package(
         tf.saved_model.save(module, str(staging), signatures=signatures)
         (staging / SPEC_FILE).write_text(yaml.safe_dump(preprocessor.spec.to_dict(), sort_keys=False))
         baseline = dict(preprocessor.analysis.baseline)
-        if holdout is not None:
+        if holdout is not None:  # the holdout's score histogram, for drift of the score itself
             scores = serve(*raw_tensors(holdout, raw_columns).values())[score_output].numpy()
             baseline[SCORE] = numeric_baseline(scores, edges=SCORE_EDGES).to_dict()
         (staging / BASELINE_FILE).write_text(json.dumps(baseline, indent=1))
@@ -226,7 +230,8 @@ class LoadedModel:
     version: int
     signature: Signature
     inputs: dict[str, tf.DType]
-    score_output: str
+    selection: tuple[OutputSelection, ...]  # the outputs the record takes (outputs.values), checked
+    outputs: dict[str, tf.TensorSpec]  # every output of the signature: what the scored schema derives from
     spec: FeatureSpec
     baseline: dict[str, Any]
     module: object  # holds the variables; a signature alone does not keep them alive
@@ -245,10 +250,15 @@ class LoadedModel:
 
 
 def load_package(
-    settings: ModelSettings, version: int, available_fields: Mapping[str, object], device: str = "/CPU:0"
+    settings: ModelSettings,
+    version: int,
+    available_fields: Mapping[str, object],
+    device: str = "/CPU:0",
+    selection: tuple[OutputSelection, ...] = OutputSettings().values,
 ) -> LoadedModel:
-    """Verify, load and check one version against the input schema (plus its entity features)."""
-    base, signature_key, score_output = settings.path, settings.signature, settings.score_output
+    """Verify, load and check one version against the input schema (plus its entity features)
+    and the outputs the scored record takes (`outputs.values`)."""
+    base, signature_key = settings.path, settings.signature
     path = base / str(version)
     verify_package(path)
     if settings.public_key is not None:
@@ -269,17 +279,20 @@ def load_package(
     missing = sorted(set(inputs) - set(available_fields) - entity_names - presence)
     if missing:
         raise Fatal(f"model {path}: signature needs {missing}, which the input schema lacks; fix schemas.input")
-    if score_output not in signature.structured_outputs:
-        raise Fatal(
-            f"model {path}: no output {score_output!r} (has {sorted(signature.structured_outputs)}); "
-            "fix model.score_output"
-        )
+    outputs = dict(signature.structured_outputs)
+    problem = signature_problem(selection, outputs)
+    if problem is not None:
+        raise Fatal(f"model {path}: signature {signature_key}: {problem}")
     call: Signature = tf.function(signature, jit_compile=True) if settings.jit_compile else signature
     baseline = json.loads((path / BASELINE_FILE).read_text())
     log.info("loaded model %s version %d from %s on %s", base.name, version, path, device)
-    return LoadedModel(base.name, version, call, inputs, score_output, spec, baseline, loaded, device)
+    return LoadedModel(base.name, version, call, inputs, selection, outputs, spec, baseline, loaded, device)
 
 
-def load_model(settings: ModelSettings, available_fields: Mapping[str, object]) -> LoadedModel:
+def load_model(
+    settings: ModelSettings,
+    available_fields: Mapping[str, object],
+    selection: tuple[OutputSelection, ...] = OutputSettings().values,
+) -> LoadedModel:
     """The version the policy picks, on the CPU: for offline scoring and tools."""
-    return load_package(settings, initial_version(settings), available_fields)
+    return load_package(settings, initial_version(settings), available_fields, selection=selection)

@@ -51,8 +51,8 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
     outputs = Outputs(settings, input_codec)
     event = settings.event
     check_event_contract(event, input_codec, outputs.scored_codec)
-    outputs.check()
-    model = load_model(settings.model, input_codec.field_types)
+    model = load_model(settings.model, input_codec.field_types, settings.outputs.values)
+    outputs.check(model.outputs)
     features = FeatureStore(settings.features, model.spec, Metrics.create(), event.time_field, None, offline=True)
     features.check_schema(input_codec.field_types)
     check_entity_features(model.spec, input_codec)
@@ -73,7 +73,6 @@ def score_file(settings: Settings, source: Path, target: Path) -> ScoreSummary:
                 Serving(model),
                 events,
                 batching.allowed_batch_sizes,
-                settings.model.alert_threshold,
                 now_ms(),
                 enrichment,
                 event.entity_field,

@@ -1,37 +1,43 @@
-"""The scored record, derived from the config and the input schema: the worker and `streamer
-score` both take it from here, so a record changes in one place. (What goes to the dead-letter
-topic is `streamer.dead_letters`'.)
+"""The scored record, derived from the config, the input schema and the model's signature: the
+worker and `streamer score` both take it from here, so a record changes in one place. (What goes
+to the dead-letter topic is `streamer.dead_letters`'.)
 
-A scored record is the envelope (event id, entity, event time, score, alert, model name and
-version, scored_at, features_degraded, shadow fields, source partition and offset) and the
-input fields `outputs.pass_through` names, with their input types. `derived_schema` is that
-record as an Avro schema; the configured `schemas.scored` is checked against it at start, and
-`streamer schema scored` prints it. `written_schemas` names the schema each output topic is
-written with, which `schemas.output_framing: confluent` registers (`streamer.registry`).
+A scored record is the envelope (event id, entity, event time, model name and version,
+scored_at, features_degraded, shadow fields, source partition and offset), the signature
+outputs `outputs.values` selects (each under its output's name: a scalar, a fixed-length vector,
+or top-k ids and scores), one boolean per decision rule, and the input fields
+`outputs.pass_through` names, with their input types. A rule that holds also sends the record
+to the rule's topic. `derived_schema` is that record as an Avro schema; the configured
+`schemas.scored` is checked against it at start, and `streamer schema scored` prints it.
+`written_schemas` names the schema each output topic is written with, which
+`schemas.output_framing: confluent` registers (`streamer.registry`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamer.codec import AvroCodec, nullable_base
 from streamer.errors import Fatal
+from streamer.output_settings import OutputSelection, Rule
 from streamer.records import ScoredBatch
 from streamer.registry import SchemaRegistry
 from streamer.settings import Settings
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 _MILLIS = {"type": "long", "logicalType": "timestamp-millis"}
 ENVELOPE: tuple[dict[str, Any], ...] = (
     {"name": "event_id", "type": "string", "doc": "event.id_field of the input."},
     {"name": "entity_id", "type": "string", "doc": "event.entity_field of the input: the entity the score is about."},
     {"name": "event_time", "type": _MILLIS},
-    {"name": "score", "type": "double", "doc": "The model's model.score_output."},
-    {"name": "alert", "type": "boolean", "doc": "score >= model.alert_threshold."},
     {"name": "model_name", "type": "string"},
-    {"name": "model_version", "type": "long", "doc": "The version whose score is the decision (canary or primary)."},
+    {"name": "model_version", "type": "long", "doc": "The version whose outputs are the decision (canary or primary)."},
     {"name": "scored_at", "type": _MILLIS},
     {"name": "features_degraded", "type": "boolean", "default": False},
     {"name": "shadow_score", "type": ["null", "double"], "default": None},
@@ -39,24 +45,94 @@ ENVELOPE: tuple[dict[str, Any], ...] = (
     {"name": "source_partition", "type": "int"},
     {"name": "source_offset", "type": "long"},
 )
+SignatureOutputs = Mapping[str, "tf.TensorSpec"]
 
 
-def derived_schema(settings: Settings, inputs: AvroCodec) -> dict[str, Any]:
-    """The scored record's Avro schema as this config and input schema make it."""
+def _item_type(spec: tf.TensorSpec, ids: bool = False) -> str | None:
+    """The Avro type one element of a signature output is written as; None: not one the record takes."""
+    if spec.dtype.is_floating:
+        return None if ids else "double"
+    if spec.dtype.is_integer:
+        return "long"
+    return "string" if ids and spec.dtype.name == "string" else None
+
+
+def _width(spec: tf.TensorSpec) -> int | None:
+    """Values per event of an output: 1 for [batch] or [batch, 1], n for [batch, n]; None for others."""
+    dims = spec.shape.as_list() if spec.shape.rank is not None else []
+    return 1 if len(dims) == 1 else dims[1] if len(dims) == 2 else None
+
+
+def signature_problem(values: tuple[OutputSelection, ...], outputs: SignatureOutputs) -> str | None:
+    """Why a signature cannot fill the selected outputs, or None: each output present, of a type
+    the record takes, with the static shape the config names."""
+    for selection in values:
+        wanted = {name: 1 for name in selection.names}  # values per event
+        if selection.kind == "vector":
+            wanted[selection.output] = selection.length
+        elif selection.kind == "top_k":
+            wanted = dict.fromkeys(selection.names, selection.k)
+        for name, width in wanted.items():
+            spec = outputs.get(name)
+            if spec is None:
+                return f"no output {name!r} (has {sorted(outputs)}); fix outputs.values"
+            ids = selection.kind == "top_k" and name == selection.ids
+            shape = spec.shape.as_list() if spec.shape.rank is not None else "of unknown rank"
+            if _item_type(spec, ids) is None:
+                kind = "string or integer ids" if ids else "numbers"
+                return f"output {name!r} is {spec.dtype.name}, not {kind}; fix outputs.values or re-export"
+            if _width(spec) != width or (selection.kind != "scalar" and spec.shape.rank != 2):
+                expected = "[batch] or [batch, 1]" if selection.kind == "scalar" else f"[batch, {width}]"
+                return f"output {name!r} has shape {shape}, outputs.values wants {expected}; fix it or re-export"
+    return None
+
+
+def _output_fields(values: tuple[OutputSelection, ...], outputs: SignatureOutputs) -> list[dict[str, Any]]:
+    fields = []
+    for selection in values:
+        for name in selection.names:
+            spec = outputs[name]
+            item = _item_type(spec, selection.kind == "top_k" and name == selection.ids)
+            fields.append(
+                {"name": name, "type": item if selection.kind == "scalar" else {"type": "array", "items": item}}
+            )
+    return fields
+
+
+def derived_schema(settings: Settings, inputs: AvroCodec, outputs: SignatureOutputs) -> dict[str, Any]:
+    """The scored record's Avro schema as this config, input schema and model signature
+    (`LoadedModel.outputs`) make it."""
+    problem = signature_problem(settings.outputs.values, outputs)
+    if problem is not None:
+        raise Fatal(f"outputs.values: the model's signature: {problem}")
     event = settings.event
     fields = [dict(field) for field in ENVELOPE]
     if event.missing_entity == "defaults" and nullable_base(inputs.field_types.get(event.entity_field))[0]:
         fields[1] |= {"type": ["null", "string"], "default": None}  # entity-less events are scored
-    envelope = {field["name"] for field in fields}
+    decided = [
+        {"name": rule.name, "type": "boolean", "doc": f"{rule.output} >= {rule.at_least}"} for rule in settings.rules
+    ]
+    fields[3:3] = _output_fields(settings.outputs.values, outputs) + decided
+    taken = {field["name"] for field in fields}
+    if len(taken) < len(fields):
+        names = [field["name"] for field in fields]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise Fatal(f"outputs: field {twice[0]!r} is written twice (an envelope field, output or rule); rename one")
     for name in settings.outputs.pass_through:
         if name not in inputs.field_types:
             raise Fatal(f"outputs.pass_through: {inputs.path} has no field {name!r}; name input fields to copy")
-        if name in envelope:
-            raise Fatal(f"outputs.pass_through: {name!r} is an envelope field of every scored record; remove it")
+        if name in taken:
+            raise Fatal(f"outputs.pass_through: {name!r} is an envelope, output or rule field; remove it")
         logical = inputs.logical_types.get(name)
         avro_type = inputs.field_types[name]
         fields.append({"name": name, "type": {"type": avro_type, "logicalType": logical} if logical else avro_type})
     return {"type": "record", "name": "Scored", "namespace": "streamer", "fields": fields}
+
+
+def decision(rule: Rule, scored: ScoredBatch) -> np.ndarray:
+    """Where `rule` holds, per event: a vector or top-k holds it when its largest value does."""
+    values = scored.values[rule.output]
+    return np.asarray((values.max(axis=1) if values.ndim == 2 else values) >= rule.at_least, dtype=bool)
 
 
 def check_scored_schema(derived: dict[str, Any], given: AvroCodec) -> None:
@@ -82,30 +158,37 @@ def written_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
     """Output topic → the schema its records are written with, as declared: what a Schema
     Registry must hold for readers to decode them by id."""
     topics, schemas = settings.topics, settings.schemas
-    paths = {topics.scored: schemas.scored, topics.alerts: schemas.scored, topics.dlq: schemas.dlq}
+    paths = {topic: schemas.scored for topic in _scored_topics(settings)} | {topics.dlq: schemas.dlq}
     if topics.drift and settings.drift.enabled:
         paths[topics.drift] = schemas.drift
     return {topic: json.loads(path.read_text()) for topic, path in paths.items() if topic}
 
 
+def _scored_topics(settings: Settings) -> list[str]:
+    """The topics scored records go to: the scored topic and those of the decision rules."""
+    return list(dict.fromkeys([settings.topics.scored, *(rule.topic for rule in settings.rules if rule.topic)]))
+
+
 class Outputs:
-    """The scored, alert and dead-letter records of one config, encoded and routed."""
+    """The scored records of one config, encoded, and the topics its rules route them to."""
 
     def __init__(self, settings: Settings, inputs: AvroCodec) -> None:
         self.settings = settings
         self.inputs = inputs
         self.scored_codec = AvroCodec(settings.schemas.scored)
+        self.rules = settings.rules
 
-    def check(self) -> None:
-        """At start: the configured scored schema takes exactly the records the outputs make."""
-        check_scored_schema(derived_schema(self.settings, self.inputs), self.scored_codec)
+    def check(self, outputs: SignatureOutputs) -> None:
+        """At start, with the first model's signature: the configured scored schema takes exactly
+        the records the outputs make."""
+        check_scored_schema(derived_schema(self.settings, self.inputs, outputs), self.scored_codec)
 
     def refuse_unregistrable(self, registry: SchemaRegistry, what: str) -> None:
-        """`Fatal` for `what` (a model version) if the scored or alert topic's subject would not
-        take its scored records. They are written with `schemas.scored`, which `check` holds to
+        """`Fatal` for `what` (a model version) if the subject of the scored topic or of a rule's
+        topic would not take its scored records. They are written with `schemas.scored`, which `check` holds to
         the derived fields; that file, not the derived schema, is checked and registered, since
         readers resolve a writer schema by its record name and field order."""
-        topics = [topic for topic in (self.settings.topics.scored, self.settings.topics.alerts) if topic]
+        topics = _scored_topics(self.settings)
         registry.refuse_incompatible(what, topics, written_schemas(self.settings)[topics[0]])
 
     def columns(self, scored: ScoredBatch) -> dict[str, Any]:
@@ -118,8 +201,8 @@ class Outputs:
             "event_id": events.columns[event.id_field].tolist(),
             "entity_id": events.columns[event.entity_field].tolist(),
             "event_time": events.columns[event.time_field],
-            "score": scored.scores,
-            "alert": scored.alerts,
+            **{name: v.tolist() if v.ndim == 2 else v for name, v in scored.values.items()},  # arrays as lists
+            **{rule.name: decision(rule, scored) for rule in self.rules},
             "model_name": [scored.model_name] * n,
             "model_version": scored.model_versions,
             "scored_at": np.full(n, scored.scored_at_ms, dtype=np.int64),
@@ -131,6 +214,10 @@ class Outputs:
             **{name: events.columns[name] for name in self.settings.outputs.pass_through},
         }
 
+    def routes(self, scored: ScoredBatch) -> list[tuple[str, np.ndarray]]:
+        """(topic, events it receives) per rule with a topic, in rule order."""
+        return [(rule.topic, decision(rule, scored)) for rule in self.rules if rule.topic]
+
     def rows(self, scored: ScoredBatch) -> list[dict[str, Any]]:
         """`columns` as rows, for container files."""
         columns = self.columns(scored)
@@ -138,5 +225,5 @@ class Outputs:
         return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
 
     def encode_scored(self, scored: ScoredBatch) -> list[bytes]:
-        """The scored topic's values, in input order; the worker routes them (and the alerts)."""
+        """The scored topic's values, in input order; the worker sends them, and `routes` says where else."""
         return self.scored_codec.encode_columns(self.columns(scored), len(scored.events))

@@ -132,8 +132,8 @@ class ScoredBatch:
     """A batch with the model's verdict, ready to encode."""
 
     events: EventBatch
-    scores: np.ndarray  # float64
-    alerts: np.ndarray  # bool
+    values: dict[str, np.ndarray]  # selected signature outputs: [n] numbers, [n, k] arrays, str ids as objects
+    scores: np.ndarray  # float64: the first selected output's numbers (their largest), for drift and shadow
     model_name: str
     model_versions: np.ndarray  # int64: the version whose score is the decision, per event
     scored_at_ms: int

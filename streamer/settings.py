@@ -30,6 +30,7 @@ from redis.connection import parse_url
 
 from streamer.drift.settings import DriftSettings
 from streamer.errors import Fatal
+from streamer.output_settings import OutputSettings, Rule
 from streamer.quality.settings import QualitySettings
 
 ENV_PREFIX = "STREAMER_"
@@ -182,8 +183,9 @@ class ModelSettings(Section):
         None, description="Spec `model export-demo` trains with; a package serves its own copy."
     )
     signature: str = Field("serving_default", description="Signature called per batch.")
-    score_output: str = Field("score", description="Signature output used as the score.")
-    alert_threshold: float = Field(0.9, ge=0, le=1, description="Score at which an alert fires.")
+    alert_threshold: float = Field(
+        0.9, ge=0, le=1, description="Score at which the default rule `alert` fires (unless outputs.rules is set)."
+    )
 
     @property
     def rolling_out(self) -> bool:
@@ -233,12 +235,6 @@ class EventSettings(Section):
         "dead_letter it with the reason, or score it with that entity's declared feature defaults and no "
         "aggregate update (no entity shares state with another); defaults needs a nullable entity_id in "
         "the scored schema when entity_field is nullable.",
-    )
-
-
-class OutputSettings(Section):
-    pass_through: tuple[str, ...] = Field(
-        (), description="Input fields copied into every scored record by name, with their input types."
     )
 
 
@@ -377,6 +373,18 @@ class Settings(Section):
                         "otherwise remove it"
                     )
         return self
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The decision rules: `outputs.rules`, or the classifier's default, `alert`."""
+        if self.outputs.rules is not None:
+            return self.outputs.rules
+        first = self.outputs.values[0].numbers
+        return (Rule(name="alert", output=first, at_least=self.model.alert_threshold, topic=self.topics.alerts),)
+
+    def topic_names(self) -> list[str]:
+        """Every topic the worker reads or writes: the `topics` section and the rules' topics."""
+        return list(dict.fromkeys([*self.topics.names(), *(r.topic for r in self.rules if r.topic)]))
 
     def consumer_config(self) -> dict[str, Any]:
         """Defaults, then the passthrough: users can override every librdkafka property."""

@@ -95,7 +95,6 @@ class Worker:
         self.input_codec = input_codec(settings)
         self.outputs = Outputs(settings, self.input_codec)
         check_event_contract(settings.event, self.input_codec, self.outputs.scored_codec)
-        self.outputs.check()
         self.registry = SchemaRegistry.of(settings.schemas)  # outputs framed; no call until start
         self.dlq_codec = AvroCodec(settings.schemas.dlq)
         batching = settings.batching
@@ -191,16 +190,19 @@ class Worker:
             settings.producer_config(),
             settings.consumer_config(),
             settings.topics.input,
-            [t for t in settings.topics.names() if t != settings.topics.input],
+            [t for t in settings.topic_names() if t != settings.topics.input],
         )
         self.dead_letters.start(limits[settings.topics.dlq])
         self.sink.start(settings.delivery.flush_timeout_s, limits)
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
-        """Load one version and check it can replace the first: a version that needs other
-        entity features, lacks a usable drift baseline or whose outputs the Schema Registry would
-        not take is refused (the first two need a restart)."""
-        model = load_package(settings, version, self.input_codec.field_types, self.device)
+        """Load one version and check it can replace the first: a version whose outputs make
+        other records than schemas.scored takes or the Schema Registry would not take, that needs
+        other entity features, or lacks a usable drift baseline is refused (the last two need a
+        restart)."""
+        fields = self.input_codec.field_types
+        model = load_package(settings, version, fields, self.device, self.settings.outputs.values)
+        self.outputs.check(model.outputs)
         if self.registry is not None:
             self.outputs.refuse_unregistrable(self.registry, f"model {model.name} v{version}")
         entity = model.spec.entity_features()
@@ -424,7 +426,6 @@ class Worker:
                 self.lifecycle.serving,
                 events,
                 settings.batching.allowed_batch_sizes,
-                settings.model.alert_threshold,
                 now_ms(),
                 enrichment,
                 settings.event.entity_field,
@@ -441,14 +442,17 @@ class Worker:
             values = self.outputs.encode_scored(scored)
         traced.stage("encode")
         with metrics.time_stage("produce"):
-            scored_topic, alerts_topic = settings.topics.scored, settings.topics.alerts
+            scored_topic = settings.topics.scored
+            routes = [(topic, holds.tolist()) for topic, holds in self.outputs.routes(scored)]
             too_large: list[int] = []
-            for row, (key, value, alert) in enumerate(zip(events.keys, values, scored.alerts.tolist(), strict=True)):
+            for row, (key, value) in enumerate(zip(events.keys, values, strict=True)):
                 headers = traced.headers(events, row)
                 if not self.sink.produce(scored_topic, key, value, headers):
                     too_large.append(row)
-                elif alert and alerts_topic and not self.sink.produce(alerts_topic, key, value, headers):
-                    self.dead_letters.refused_outputs([Refusal(alerts_topic, key, value, "MSG_SIZE_TOO_LARGE")])
+                    continue
+                for topic, holds in routes:
+                    if holds[row] and not self.sink.produce(topic, key, value, headers):
+                        self.dead_letters.refused_outputs([Refusal(topic, key, value, "MSG_SIZE_TOO_LARGE")])
         traced.end()
         produced: np.ndarray | slice = slice(None)
         if too_large:
@@ -465,7 +469,7 @@ class Worker:
         self.checkpoint.mark_processed(events.partitions, events.offsets)
         self._completed += len(events)
         metrics.events_scored.inc(len(events))
-        metrics.alerts.inc(int(scored.alerts.sum()))
+        metrics.alerts.inc(sum(sum(holds) for _, holds in routes))
         metrics.batches.inc()
         metrics.batch_size.observe(len(events))
         self._last_batch_end = self.clock()

@@ -67,7 +67,7 @@ def run_demo(
     With `steps`, the worker runs on a copy of the config whose model section takes each step's
     keys in turn, after an equal share of the events, applied by SIGHUP as an operator would."""
     topics = settings.topics
-    create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+    create_topics(settings.admin_config(), settings.topic_names(), topics.partitions, topics.replication_factor)
     private = Path(tempfile.mkdtemp(prefix="streamer-demo-")) / config_path.name
     tree = yaml.safe_load(config_path.read_text())
     phases: list[Phase] = []

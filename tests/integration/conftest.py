@@ -181,7 +181,7 @@ def make_settings(brokers: str, demo_model: Path, shared_redis_url: str) -> Sett
             tree[name] = {**tree.get(name, {}), **values}
         settings = Settings.model_validate(tree)
         topics = settings.topics
-        create_topics(settings.admin_config(), topics.names(), topics.partitions, topics.replication_factor)
+        create_topics(settings.admin_config(), settings.topic_names(), topics.partitions, topics.replication_factor)
         return settings
 
     return factory
@@ -254,7 +254,7 @@ def offline_scores(settings: Settings, columns: Columns) -> dict[str, float]:
     model = load_model(settings.model, AvroCodec(settings.schemas.input).field_types)
     n = len(columns[settings.event.id_field])
     columns = columns | replay_aggregates(model.spec.entity_features(), columns, settings.event.time_field)
-    scores = model.signature(**to_tensors(columns, model.inputs, n))[settings.model.score_output].numpy()
+    scores = model.signature(**to_tensors(columns, model.inputs, n))["score"].numpy()
     return dict(zip(columns[settings.event.id_field], scores.astype(np.float64).tolist(), strict=True))
 
 

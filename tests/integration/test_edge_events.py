@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from streamer.codec import AvroCodec
+from streamer.model import load_model
 from streamer.offline import dead_letter_path, score_file
 from streamer.outputs import derived_schema
 from streamer.worker import Worker
@@ -71,7 +72,8 @@ def test_edge_records_are_scored_or_dead_lettered_and_streamed_equals_offline(
         outputs={"pass_through": ["amount", "country"]},
     )
     codec = AvroCodec(input_schema)
-    scored_schema.write_text(json.dumps(derived_schema(settings, codec)))  # as `streamer schema scored` prints it
+    outputs = load_model(settings.model, codec.field_types).outputs
+    scored_schema.write_text(json.dumps(derived_schema(settings, codec, outputs)))  # as `streamer schema scored` does
     records = edge_records(codec.field_types, EVENTS, seed=11)
     produce_values(settings, codec.encode(records), [(r["card_id"] or "").encode() or None for r in records])
 

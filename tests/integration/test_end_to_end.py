@@ -49,9 +49,7 @@ def test_every_event_scored_once_with_offline_equal_scores(make_settings: Settin
 def test_alert_topic_holds_exactly_the_events_over_threshold(make_settings: SettingsFactory) -> None:
     probe = make_settings()
     sent = produce_payments(probe, 2000, seed=1)
-    model = load_model(
-        ModelSettings(path=probe.model.path, score_output="score"), AvroCodec(probe.schemas.input).field_types
-    )
+    model = load_model(ModelSettings(path=probe.model.path), AvroCodec(probe.schemas.input).field_types)
     columns = sent.columns | replay_aggregates(model.spec.entity_features(), sent.columns, "event_time")
     offline = model.signature(**to_tensors(columns, model.inputs, 2000))["score"].numpy()
     settings = make_settings(model={"alert_threshold": float(np.quantile(offline, 0.9))})

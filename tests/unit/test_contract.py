@@ -13,13 +13,18 @@ from streamer.cli import main
 from streamer.codec import AvroCodec
 from streamer.contract import check_entity_features
 from streamer.errors import Fatal
+from streamer.model import load_model
 from streamer.outputs import check_scored_schema, derived_schema
 from streamer.preprocess import FeatureSpec
 from streamer.settings import load_settings
 from tests.conftest import SCHEMAS, nullable_payments
 
 
-def config(tmp_path: Path, event: dict[str, Any], input_schema: Path = SCHEMAS / "payment.avsc") -> Path:
+def config(
+    tmp_path: Path, event: dict[str, Any], input_schema: Path = SCHEMAS / "payment.avsc", model: Path | None = None
+) -> Path:
+    """A config whose model is never loaded, unless `model` names one: the event contract is
+    checked first, the scored schema against the model's signature."""
     tree = {
         "topics": {"input": "in", "scored": "out", "dlq": "dlq"},
         "schemas": {
@@ -27,7 +32,7 @@ def config(tmp_path: Path, event: dict[str, Any], input_schema: Path = SCHEMAS /
             "scored": str(SCHEMAS / "scored_payment.avsc"),
             "dlq": str(SCHEMAS / "dlq_record.avsc"),
         },
-        "model": {"path": str(tmp_path / "never-loaded")},  # the contract is checked first
+        "model": {"path": str(model or tmp_path / "never-loaded")},
         "event": {"entity_field": "card_id", **event},
         "metrics": {"enabled": False},
     }
@@ -39,6 +44,14 @@ def config(tmp_path: Path, event: dict[str, Any], input_schema: Path = SCHEMAS /
 def one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def fatal_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """`one_line` once a model is loaded: the start's JSON log lines come before the one line."""
+    assert main(argv) == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith('{"time"')]
     assert len(lines) == 1, lines
     return lines[0]
 
@@ -118,9 +131,9 @@ def test_entity_features_need_a_string_id_and_a_numeric_value() -> None:
 
 
 def test_the_derived_scored_schema_is_printed_and_the_shipped_one_matches_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_model: Path
 ) -> None:
-    path = config(tmp_path, {})
+    path = config(tmp_path, {}, model=demo_model)
     tree = yaml.safe_load(path.read_text())
     tree["outputs"] = {"pass_through": ["amount", "country"]}
     path.write_text(yaml.safe_dump(tree))
@@ -128,10 +141,10 @@ def test_the_derived_scored_schema_is_printed_and_the_shipped_one_matches_it(
     derived = json.loads(capsys.readouterr().out)
     names = [field["name"] for field in derived["fields"]]
     assert names[:2] == ["event_id", "entity_id"] and names[-2:] == ["amount", "country"]
-    check_scored_schema(
-        derived_schema(load_settings(config(tmp_path, {}), environ={}), AvroCodec(SCHEMAS / "payment.avsc")),
-        AvroCodec(SCHEMAS / "scored_payment.avsc"),
-    )
+    settings = load_settings(config(tmp_path, {}, model=demo_model), environ={})
+    inputs = AvroCodec(SCHEMAS / "payment.avsc")
+    outputs = load_model(settings.model, inputs.field_types).outputs
+    check_scored_schema(derived_schema(settings, inputs, outputs), AvroCodec(SCHEMAS / "scored_payment.avsc"))
     written = tmp_path / "scored.avsc"
     written.write_text(json.dumps(derived))
     check_scored_schema(derived, AvroCodec(written))  # what it prints is what it accepts
@@ -149,23 +162,23 @@ def test_the_derived_scored_schema_is_printed_and_the_shipped_one_matches_it(
     ],
 )
 def test_a_scored_schema_that_does_not_match_the_outputs_stops_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, expected: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, expected: str, demo_model: Path
 ) -> None:
     declared = json.loads((SCHEMAS / "scored_payment.avsc").read_text())
     change(declared["fields"])
     scored = tmp_path / "scored.avsc"
     scored.write_text(json.dumps(declared))
-    path = config(tmp_path, {})
+    path = config(tmp_path, {}, model=demo_model)
     tree = yaml.safe_load(path.read_text())
     tree["schemas"]["scored"] = str(scored)
     path.write_text(yaml.safe_dump(tree))
-    line = one_line(capsys, ["run", "--config", str(path)])
+    line = fatal_line(capsys, ["run", "--config", str(path)])
     assert re.search(f"^streamer: schemas.scored: .*{expected}.*streamer schema scored --config", line), line
 
 
-def test_a_pass_through_field_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = config(tmp_path, {})
+def test_a_pass_through_field_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_model: Path) -> None:
+    path = config(tmp_path, {}, model=demo_model)
     tree = yaml.safe_load(path.read_text())
     tree["outputs"] = {"pass_through": ["amount", "nope"]}
     path.write_text(yaml.safe_dump(tree))
-    assert one_line(capsys, ["run", "--config", str(path)]).startswith("streamer: outputs.pass_through: ")
+    assert fatal_line(capsys, ["run", "--config", str(path)]).startswith("streamer: outputs.pass_through: ")

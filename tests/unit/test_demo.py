@@ -19,7 +19,9 @@ FIELDS = AvroCodec(SCHEMAS / "payment.avsc").field_types
 def scores(model: LoadedModel, n: int = 2000) -> np.ndarray:
     columns, _ = synth_payments(n, np.random.default_rng(11))
     columns |= replay_aggregates(model.spec.entity_features(), columns, "event_time")
-    return score(model, EventBatch(columns, np.zeros(n, np.int32), np.arange(n, dtype=np.int64), [None] * n), (n,))
+    return score(model, EventBatch(columns, np.zeros(n, np.int32), np.arange(n, dtype=np.int64), [None] * n), (n,))[
+        "score"
+    ]
 
 
 def test_an_even_version_scores_visibly_higher_than_the_odd_one_before(demo_model: Path, tmp_path: Path) -> None:

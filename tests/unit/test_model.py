@@ -19,6 +19,7 @@ from streamer.model import (
     verify_package,
     verify_signature,
 )
+from streamer.output_settings import ScalarOutput, VectorOutput
 from streamer.settings import ModelSettings
 from tests.conftest import SCHEMAS
 
@@ -139,7 +140,13 @@ def test_signature_needs_fields_the_schema_lacks(demo_model: Path) -> None:
 
 def test_unknown_output_is_fatal(demo_model: Path) -> None:
     with pytest.raises(Fatal, match="no output 'prob'"):
-        load_model(ModelSettings(path=demo_model, score_output="prob"), FIELDS)
+        load_model(ModelSettings(path=demo_model), FIELDS, (ScalarOutput(output="prob"),))
+
+
+def test_an_output_of_the_wrong_shape_is_refused_with_one_line(demo_model: Path) -> None:
+    selection = (VectorOutput(kind="vector", output="score", length=5),)
+    with pytest.raises(Fatal, match=r"signature serving_default: output 'score' has shape \[None\], .*\[batch, 5\]"):
+        load_model(ModelSettings(path=demo_model), FIELDS, selection)
 
 
 def test_signed_package_verifies_and_a_tampered_one_is_refused(package: Path, tmp_path: Path) -> None:

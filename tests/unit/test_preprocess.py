@@ -270,7 +270,7 @@ def test_nulls_are_filled_in_the_graph_alike_in_training_and_serving(tmp_path: P
     model = load_model(ModelSettings(path=tmp_path / "m"), NULLABLE)
 
     events = EventBatch(columns, np.zeros(300, np.int32), np.arange(300, dtype=np.int64), [None] * 300)
-    np.testing.assert_array_equal(score(model, events, (300,)), training_scores)  # unpadded: the same kernels
+    np.testing.assert_array_equal(score(model, events, (300,))["score"], training_scores)  # unpadded: the same kernels
 
     served = model.module.signatures[TRANSFORM_SIGNATURE](**raw_tensors(columns, raw))  # type: ignore[attr-defined]
     null = int(np.flatnonzero(columns["amount"] == None)[0])  # noqa: E711
