@@ -1,4 +1,5 @@
-"""`streamer run | score | schema scored | topics create | model export-demo | verify | sign | drift report | demo`.
+"""`streamer run | score | schema scored | topics create | model export-demo | verify | sign | drift report |
+quality run | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("drift-report/report.html"), help="the HTML file; PNGs beside it"
     )
 
+    quality = commands.add_parser("quality", help="model quality from delayed labels")
+    quality_cmd = quality.add_subparsers(dest="quality_command", required=True)
+    join = quality_cmd.add_parser(
+        "run", help="join labels from topics.labels to the scores workers kept in Redis, into topics.quality"
+    )
+    join.add_argument("--config", type=Path, required=True, help="with a quality: section")
+    join.add_argument("--max-labels", type=int, help="stop after this many labels (tests, smoke runs)")
+    join.add_argument("--timeout", type=float, help="stop after this many seconds")
+
     demo_commands.add_demo(commands)
     return parser
 
@@ -134,6 +144,26 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         settings = load_settings(args.config)
         print(write_report(settings, args.out))
+        return 0
+    if args.command == "quality":
+        from streamer.metrics import HealthServer
+        from streamer.quality.join import LabelJoiner
+
+        settings = load_settings(args.config)
+        joiner = LabelJoiner(settings)
+        signal.signal(signal.SIGTERM, lambda *_: joiner.stop())  # drains: counts out, offsets committed
+        signal.signal(signal.SIGINT, lambda *_: joiner.stop())
+        health = None
+        if settings.metrics.enabled and settings.quality is not None:
+            health = HealthServer(
+                joiner.metrics, settings.metrics.host, settings.quality.metrics_port, lambda: (True, "joining labels")
+            )
+            health.start()
+        try:
+            print(joiner.run(max_labels=args.max_labels, timeout_s=args.timeout))
+        finally:
+            if health is not None:
+                health.stop()
         return 0
     if args.command == "score":
         from streamer.offline import score_file

@@ -21,7 +21,8 @@ members own; it needs the input re-keyed by that entity and a worker of its own.
 A batch's round trip reads the stored values and the snapshots of entities the batch meets for
 the first time since their partition was assigned (or rewound); a batch whose entities are all
 in memory and with no stored features makes none. A checkpoint writes the changed entities'
-snapshots in one more round trip before committing offsets (`FeatureStore.persist`).
+snapshots in one more round trip before committing offsets (`FeatureStore.persist`); with a
+`quality:` section the scores that wait for labels go in the same one (`streamer.quality.scores`).
 
 When Redis fails past the retry budget, a circuit breaker opens for `breaker_open_s`, then one
 probe decides whether to close it. Meanwhile: stored values are the declared defaults; entities
@@ -50,6 +51,7 @@ from streamer.entity_state import EntityState, Plan, Snapshot
 from streamer.errors import Fatal, Retriable
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
+from streamer.quality.scores import PendingScores, ScoreLog
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
@@ -116,11 +118,14 @@ class FeatureStore:
         partition_key: str | None,
         clock: Callable[[], float] = time.monotonic,
         offline: bool = False,
+        scores: ScoreLog | None = None,
     ) -> None:
         """`partition_key`: the input field the input topic is keyed by; every aggregate must be
         over it. `offline`: aggregates come from the in-process twin over the whole input in
         order, and Redis is only read for stored values, so a backfill or replay reproduces what
-        the worker computed and writes nothing."""
+        the worker computed and writes nothing. `scores`: events' scores to write with the
+        snapshots, for quality (`streamer.quality.scores`)."""
+        self.scores = scores
         self.settings = settings
         self.time_field = time_field
         self.features = spec.entity_features()
@@ -164,21 +169,7 @@ class FeatureStore:
     @property
     def client(self) -> redis.Redis | RedisCluster:
         if self._client is None:
-            s = self.settings
-            options: dict[str, Any] = {
-                "username": s.username,
-                "password": s.password.get_secret_value() if s.password else None,
-                "socket_timeout": s.timeout_ms / 1000,
-                "socket_connect_timeout": s.timeout_ms / 1000,
-            }
-            if s.tls is not None:
-                options |= {
-                    "ssl_ca_certs": str(s.tls.ca_file) if s.tls.ca_file else None,
-                    "ssl_certfile": str(s.tls.cert_file) if s.tls.cert_file else None,
-                    "ssl_keyfile": str(s.tls.key_file) if s.tls.key_file else None,
-                }
-            factory = RedisCluster.from_url if s.cluster else redis.Redis.from_url
-            self._client = factory(s.url, **options)
+            self._client = self.settings.client()
             self._read_script = self._client.register_script(READ_LUA)
         return self._client
 
@@ -273,26 +264,40 @@ class FeatureStore:
 
     def persist(self, offsets: dict[int, int]) -> None:
         """Write the snapshots of the entities changed since the last one, tagged with `offsets`
-        (per partition, the offset about to be committed), in one round trip. Raises `Retriable`
-        if Redis cannot take them: the checkpoint must then not commit those offsets."""
-        if self.state is None:
+        (per partition, the offset about to be committed), and the scores that wait for labels,
+        in one round trip. Raises `Retriable` if Redis cannot take the snapshots: the checkpoint
+        must then not commit those offsets. Scores that cannot be written wait for the next one."""
+        snapshot = self.state.snapshot(offsets) if self.state is not None else None
+        snapshot = snapshot if snapshot is not None and snapshot.keys else None
+        scores = self.scores.pending() if self.scores is not None else None
+        if snapshot is None and scores is None:
             return
-        snapshot = self.state.snapshot(offsets)
-        if not snapshot.keys:
-            return
-        if not self.breaker.allows_call():
-            raise Retriable("redis circuit breaker open: state snapshot not written")
         try:
-            generations = self.retrying(self._write, snapshot)
-        except Retriable:
-            self._failed()
-            raise
+            if not self.breaker.allows_call():
+                raise Retriable("redis circuit breaker open: state snapshot not written")
+            try:
+                generations = self.retrying(self._write, snapshot, scores)
+            except Retriable:
+                self._failed()
+                raise
+        except Retriable as exc:
+            if snapshot is not None:
+                raise
+            log.warning("scores for quality not written, kept for the next checkpoint: %s", exc)
+            return
         self._succeeded()
-        self.state.written(snapshot, generations)
+        if snapshot is not None and self.state is not None and generations is not None:
+            self.state.written(snapshot, generations)
+        if self.scores is not None and scores is not None:
+            self.scores.written()
 
-    def _write(self, snapshot: Snapshot) -> np.ndarray:
+    def _write(self, snapshot: Snapshot | None, scores: PendingScores | None) -> np.ndarray | None:
         pipe = self.client.pipeline(transaction=False)
-        generations = self.layout.queue_write(pipe, snapshot.keys, snapshot.generations, snapshot.values)
+        generations = None
+        if snapshot is not None:
+            generations = self.layout.queue_write(pipe, snapshot.keys, snapshot.generations, snapshot.values)
+        if scores is not None:
+            scores.queue_write(pipe)
         try:
             pipe.execute()
         except redis.RedisError as exc:

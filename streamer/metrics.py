@@ -84,6 +84,11 @@ class Metrics:
     drift_status: Gauge
     drift_windows: Counter
     drift_events_left_out: Counter
+    quality_scores_written: Counter
+    quality_scores_dropped: Counter
+    quality_labels: Counter
+    quality_labelled: Counter
+    quality_value: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
@@ -195,6 +200,37 @@ class Metrics:
                 "streamer_drift_events_left_out",
                 "Events not counted in a drift window: late (window closed) or future (clock skew).",
                 ["reason"],
+                registry=r,
+            ),
+            quality_scores_written=Counter(
+                "streamer_quality_scores_written",
+                "Scores written to Redis for their labels to find (quality configured).",
+                registry=r,
+            ),
+            quality_scores_dropped=Counter(
+                "streamer_quality_scores_dropped",
+                "Scores dropped unwritten while Redis was away past quality.max_pending: their labels will be unknown.",
+                registry=r,
+            ),
+            quality_labels=Counter(
+                "streamer_quality_labels",
+                "Labels read by `streamer quality run`: joined to their score, unknown (no score: never scored, "
+                "or expired), dead_lettered (malformed).",
+                ["outcome"],
+                registry=r,
+            ),
+            quality_labelled=Counter(
+                "streamer_quality_labelled_events",
+                "Joined labels by the deciding model version, the label and whether the score alerted: the "
+                "confusion matrix, summable across consumers (precision = label 1 alert true / alert true).",
+                ["model_version", "label", "alert"],
+                registry=r,
+            ),
+            quality_value=Gauge(
+                "streamer_quality_value",
+                "This consumer's figures for the window of event time it updated last, per model version: "
+                "base_rate, precision, recall, auc, calibration_error (the group's view: the quality topic).",
+                ["model_version", "metric"],
                 registry=r,
             ),
         )

@@ -22,13 +22,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+import redis
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
 
 from streamer.drift.settings import DriftSettings
 from streamer.errors import Fatal
 from streamer.output_settings import OutputSettings, Rule
+from streamer.quality.settings import QualitySettings
 
 ENV_PREFIX = "STREAMER_"
 LibrdkafkaProperties = dict[str, str | int | float | bool]
@@ -57,11 +60,13 @@ class TopicSettings(Section):
     alerts: str | None = Field(None, description="Optional topic for events scoring >= threshold.")
     dlq: str = Field(description="Dead-letter topic for records that cannot be scored.")
     drift: str | None = Field(None, description="Topic of drift windows (raw counts, mergeable across workers).")
+    labels: str | None = Field(None, description="Topic of delayed labels (schemas.labels), joined to their scores.")
+    quality: str | None = Field(None, description="Topic of quality windows (raw counts, mergeable across consumers).")
     partitions: int = Field(4, ge=1, description="Partitions used by `streamer topics create`.")
     replication_factor: int = Field(1, ge=1, description="Replication used by `topics create`.")
 
     def names(self) -> list[str]:
-        return [t for t in (self.input, self.scored, self.alerts, self.dlq, self.drift) if t]
+        return [t for t in (self.input, self.scored, self.alerts, self.dlq, self.drift, self.labels, self.quality) if t]
 
 
 class SchemaSettings(Section):
@@ -69,6 +74,8 @@ class SchemaSettings(Section):
     scored: Path = Field(description="Avro schema of the scored events.")
     dlq: Path = Field(description="Avro schema of dead-letter records.")
     drift: Path = Field(Path("schemas/drift_report.avsc"), description="Avro schema of drift windows.")
+    labels: Path = Field(Path("schemas/label.avsc"), description="Avro schema of delayed labels.")
+    quality: Path = Field(Path("schemas/quality_window.avsc"), description="Avro schema of quality windows.")
     input_framing: Literal["schemaless", "confluent"] = Field(
         "schemaless", description="confluent: magic byte + schema id, read through the writer schema."
     )
@@ -296,6 +303,23 @@ class FeatureStoreSettings(Section):
     retries: int = Field(2, ge=0, description="Retries of a failed round trip within max_stall_ms.")
     breaker_open_s: float = Field(5, gt=0, description="After retries fail, skip Redis this long, then probe.")
 
+    def client(self) -> redis.Redis | RedisCluster:
+        """A client as this section describes it (AUTH, TLS, cluster); it connects on first use."""
+        options: dict[str, Any] = {
+            "username": self.username,
+            "password": self.password.get_secret_value() if self.password else None,
+            "socket_timeout": self.timeout_ms / 1000,
+            "socket_connect_timeout": self.timeout_ms / 1000,
+        }
+        if self.tls is not None:
+            options |= {
+                "ssl_ca_certs": str(self.tls.ca_file) if self.tls.ca_file else None,
+                "ssl_certfile": str(self.tls.cert_file) if self.tls.cert_file else None,
+                "ssl_keyfile": str(self.tls.key_file) if self.tls.key_file else None,
+            }
+        factory = RedisCluster.from_url if self.cluster else redis.Redis.from_url
+        return factory(self.url, **options)
+
     @field_validator("url")
     @classmethod
     def _redis_url(cls, url: str) -> str:
@@ -334,6 +358,15 @@ class Settings(Section):
     features: FeatureStoreSettings = FeatureStoreSettings()
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()
+    quality: QualitySettings | None = Field(
+        None, description="Model quality from delayed labels; absent, the worker keeps no scores."
+    )
+
+    @model_validator(mode="after")
+    def _quality_topics(self) -> Settings:
+        if self.quality is not None and not (self.topics.labels and self.topics.quality):
+            raise ValueError("quality needs topics.labels and topics.quality")
+        return self
 
     @model_validator(mode="after")
     def _one_switch_for_transactions(self) -> Settings:

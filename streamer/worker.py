@@ -42,6 +42,7 @@ from streamer.metrics import HealthServer, Metrics
 from streamer.model import LoadedModel, load_package
 from streamer.outputs import Outputs, written_schemas
 from streamer.preprocess import Entity
+from streamer.quality.scores import ScoreLog
 from streamer.records import DeadLetter, EventBatch, Rejection, now_ms
 from streamer.registry import SchemaRegistry
 from streamer.settings import ModelSettings, Settings
@@ -132,6 +133,8 @@ class Worker:
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
         self.drift: DriftTap | None = None
+        quality = settings.quality  # scores wait in Redis for their labels: written with the state
+        self.scores = ScoreLog(settings.features.key_prefix, quality, self.metrics) if quality else None
         self._warm = False
         self._paused = False
         self._rewinding = False  # a rewind waits for the broker: input held, records polled meanwhile dropped
@@ -165,7 +168,13 @@ class Worker:
         self._entity_fields = pipeline.entity_fields(event.entity_field, model)
         partition_key = self.settings.features.partition_key or event.entity_field
         self.features = FeatureStore(
-            self.settings.features, model.spec, self.metrics, event.time_field, partition_key, self.clock
+            self.settings.features,
+            model.spec,
+            self.metrics,
+            event.time_field,
+            partition_key,
+            self.clock,
+            scores=self.scores,
         )
         self.features.check_schema(self.input_codec.field_types)
         check_entity_features(model.spec, self.input_codec)
@@ -448,9 +457,18 @@ class Worker:
                     if holds[row] and not self.sink.produce(topic, key, value, headers):
                         self.dead_letters.refused_outputs([Refusal(topic, key, value, "MSG_SIZE_TOO_LARGE")])
         traced.end()
+        produced: np.ndarray | slice = slice(None)
         if too_large:
+            produced = np.isin(np.arange(len(events)), too_large, invert=True)
             self._dead_letter([self._refused_output(scored_topic, events, values, row) for row in too_large])
-            events = events.take(np.isin(np.arange(len(events)), too_large, invert=True))
+            events = events.take(produced)
+        if self.scores is not None:
+            self.scores.add(
+                events.columns[settings.event.id_field],
+                scored.scores[produced],
+                scored.model_versions[produced],
+                events.columns[time_field],
+            )
         self.checkpoint.mark_processed(events.partitions, events.offsets)
         self._completed += len(events)
         metrics.events_scored.inc(len(events))

@@ -49,10 +49,15 @@ def _first_alert(ordered: Sequence[WindowReport], name: str) -> WindowReport | N
 
 
 def render_report(
-    reports: Sequence[WindowReport], baseline: Baseline, out: Path, settings: DriftSettings | None = None
+    reports: Sequence[WindowReport],
+    baseline: Baseline,
+    out: Path,
+    settings: DriftSettings | None = None,
+    quality: str = "",
 ) -> Path:
     """Write the HTML file `out` with its PNGs beside it. Pass the group's merged windows,
-    evaluated; `settings` gives the cuts (defaults otherwise)."""
+    evaluated; `settings` gives the cuts (defaults otherwise); `quality`, the HTML section of
+    model quality from labels (`streamer.quality.report`), shown after the latest window."""
     if not reports:
         raise ValueError("no drift windows to report on")
     settings = settings or DriftSettings()
@@ -67,7 +72,7 @@ def render_report(
     histograms = [(name, _file_name("histogram", rank, name)) for rank, name in enumerate(worst[:WORST_FEATURES], 1)]
     for name, file in histograms:
         _draw_histogram(name, baseline.features[name], latest, out.parent / file)
-    out.write_text(_html(ordered, baseline, settings, noise, events, trend_file, histograms))
+    out.write_text(_html(ordered, baseline, settings, noise, events, trend_file, histograms, quality))
     return out
 
 
@@ -210,6 +215,7 @@ def _html(
     events: int,
     trend_file: str,
     histograms: Sequence[tuple[str, str]],
+    quality: str,
 ) -> str:
     latest = ordered[-1]
     w = latest.window
@@ -282,6 +288,7 @@ exact; quantiles are interpolated within their bin (off by at most its width), &
 &gt; max when they fall outside the training range. Categorical columns show the share outside
 the training vocabulary and, where training values all fit it, the new values seen most with
 their counts (a mergeable summary: exact up to 10 distinct new values).</small></p>
+{quality}
 <h2>Metrics over time</h2>
 <img src="{html.escape(trend_file)}" alt="drift metrics per window">
 <h2>Largest PSI in the latest window</h2>

@@ -202,12 +202,15 @@ def produce_payments(settings: Settings, n: int, seed: int = 0) -> Sent:
     return Sent(columns, values)
 
 
-def produce_values(settings: Settings, values: list[bytes], keys: list[bytes] | None = None) -> None:
+def produce_values(
+    settings: Settings, values: list[bytes], keys: list[bytes] | None = None, topic: str | None = None
+) -> None:
+    """To `topic`, by default the input topic."""
     producer = Producer({**settings.admin_config(), "linger.ms": 5})
     for i, value in enumerate(values):
         while True:
             try:
-                producer.produce(settings.topics.input, value, keys[i] if keys else None)
+                producer.produce(topic or settings.topics.input, value, keys[i] if keys else None)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -169,3 +169,13 @@ def test_registry_client_properties_from_the_environment_are_dotted_and_verbatim
         environ={"STREAMER_SCHEMAS__REGISTRY_CONFIG__BASIC_AUTH_USER_INFO": "streamer:#x: 0777"},
     )
     assert settings.schemas.registry_config == {"basic.auth.user.info": "streamer:#x: 0777"}
+
+
+def test_quality_is_off_by_default_and_needs_its_topics(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, MINIMAL), environ={}).quality is None
+    with pytest.raises(Fatal, match=r"quality needs topics\.labels and topics\.quality"):
+        load_settings(write(tmp_path, MINIMAL + "quality: {label_horizon_s: 3600}\n"), environ={})
+    topics = MINIMAL.replace("dlq: dead}", "dlq: dead, labels: lab, quality: q}")
+    settings = load_settings(write(tmp_path, topics + "quality: {label_horizon_s: 3600}\n"), environ={})
+    assert settings.quality is not None and settings.quality.label_horizon_s == 3600
+    assert {"lab", "q"} <= set(settings.topics.names())
