@@ -500,8 +500,10 @@ class Worker:
         )
         self._completed += len(dead)
 
-    def _commit(self) -> None:
-        if self.checkpoint.scores_pending_first:
+    def _commit(self) -> bool:
+        """False when the checkpoint was deferred: what was produced since the last one is
+        neither committed nor dropped yet."""
+        if self.checkpoint.transactional:
             self._score_pending()
         else:
             self._finish_in_flight()  # its events are not in the batcher's pending floor
@@ -513,6 +515,8 @@ class Worker:
             self._rewind()
         except Retriable as exc:
             log.warning("checkpoint deferred: %s", exc)
+            return False
+        return True
 
     def _rewind(self) -> None:
         """Back to the last commit: abort (or replace) the producer, forget pending work and the
@@ -560,13 +564,21 @@ class Worker:
         dropped = self.batcher.drop_partitions(partitions)
         if dropped:
             log.info("dropped %d pending events of revoked partitions", dropped)
-        self._commit()
+        if not self._commit() and self.checkpoint.transactional:
+            log.warning("checkpoint deferred at a revoke: aborting the transaction, which holds their outputs")
+            self._rewind()
         self.checkpoint.forget(partitions)
         self._forget_state(partitions)
 
     def _on_lost(self, partitions: list[int]) -> None:
-        self._finish_in_flight(without_partitions=partitions)
-        self.batcher.drop_partitions(partitions)
+        """Lost partitions' new owner replays them from the last commit. In a transaction their
+        outputs since then cannot be split from the others': the whole transaction is aborted
+        and the partitions kept are replayed too."""
+        if self.checkpoint.transactional:
+            self._rewind()
+        else:
+            self._finish_in_flight(without_partitions=partitions)
+            self.batcher.drop_partitions(partitions)
         self.checkpoint.forget(partitions)
         self._forget_state(partitions)
 

@@ -54,9 +54,12 @@ class Checkpoint(ABC):
     `Retriable`: nothing was committed, the offsets are kept for the next checkpoint.
     """
 
-    # Whether a checkpoint must first score what the batcher holds: a transaction may hold no
-    # output beyond its offsets, and in-flight work cannot be split from it.
-    scores_pending_first = False
+    # Whether outputs and offsets commit or abort together (one transaction). Then a checkpoint
+    # first scores what the batcher holds (a transaction may hold no output beyond its offsets),
+    # and outputs of partitions this member gives up must commit with their offsets before they
+    # go, or be aborted: left in the open transaction, they would commit later without them and
+    # the partitions' next owner would score those events again.
+    transactional = False
 
     def __init__(
         self,
@@ -182,7 +185,7 @@ class ExactlyOnce(Checkpoint):
     """Write the snapshot, then commit outputs and offsets in one transaction. A refused output
     aborts the transaction; the sink dead-letters nothing itself (see `KafkaSink`)."""
 
-    scores_pending_first = True
+    transactional = True
 
     def _write(self, owned: dict[int, int]) -> None:
         self._persist(owned)

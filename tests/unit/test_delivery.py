@@ -181,7 +181,7 @@ def test_exactly_once_writes_the_snapshot_then_commits_outputs_and_offsets_in_on
     log: list[str] = []
     source, sink = TransactionalSource({0, 1}), TransactionalSink(log)
     cp = checkpoint(source, sink, mode="exactly_once")
-    assert isinstance(cp, ExactlyOnce) and cp.scores_pending_first
+    assert isinstance(cp, ExactlyOnce) and cp.transactional
     cp.state = State(log)
     cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
     assert cp.commit({}) == {0: 5, 1: 8}
@@ -190,7 +190,7 @@ def test_exactly_once_writes_the_snapshot_then_commits_outputs_and_offsets_in_on
 
 
 def test_at_least_once_may_leave_scored_work_pending_at_a_checkpoint() -> None:
-    assert not checkpoint(RecordingSource({0}), Sink()).scores_pending_first
+    assert not checkpoint(RecordingSource({0}), Sink()).transactional
 
 
 def test_a_rewind_forgets_the_offsets_and_waits_for_a_replaced_producer_to_register() -> None:
