@@ -35,7 +35,7 @@ from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
 from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
-from streamer.kafka.delivery import for_mode
+from streamer.kafka.delivery import checkpoint_for
 from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
 from streamer.metrics import HealthServer, Metrics
@@ -118,14 +118,7 @@ class Worker:
             delivery.refused_records == "stop",
             self.tracing,
         )
-        self.checkpoint = for_mode(delivery.mode)(
-            self.source,
-            self.sink,
-            delivery.commit_interval_ms / 1000,
-            delivery.flush_timeout_s,
-            self.dead_letters.refused_outputs,
-            clock,
-        )
+        self.checkpoint = checkpoint_for(delivery, self.source, self.sink, self.dead_letters.refused_outputs, clock)
         self.lifecycle: ModelLifecycle | None = None
         self._entity_features: tuple[Entity, ...] | None = None
         self._entity_fields: tuple[str, ...] = ()  # every id that keys state: event.missing_entity applies

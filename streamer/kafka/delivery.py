@@ -14,7 +14,7 @@ whether a checkpoint may leave scored-but-unproduced work behind:
 
 The state snapshot (`SnapshotState.persist`) is written, tagged with the offsets, before they
 commit in both modes, and confirmed (`committed`) after: recovery reads the state at exactly the
-committed offset. The worker picks one with `for_mode`; nothing else branches on the mode.
+committed offset. The worker picks one with `checkpoint_for`; nothing else branches on the mode.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from confluent_kafka import KafkaException, TopicPartition
@@ -31,10 +31,9 @@ from confluent_kafka import KafkaException, TopicPartition
 from streamer.errors import Retriable
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.producer import KafkaSink, Refusal
+from streamer.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
-
-Mode = Literal["at_least_once", "exactly_once"]
 
 
 class SnapshotState(Protocol):
@@ -196,5 +195,14 @@ class ExactlyOnce(Checkpoint):
         return self.sink.restart(self.flush_timeout_s)
 
 
-def for_mode(mode: Mode) -> type[Checkpoint]:
-    return ExactlyOnce if mode == "exactly_once" else AtLeastOnce
+def checkpoint_for(
+    delivery: DeliverySettings,
+    source: KafkaSource,
+    sink: KafkaSink,
+    on_refused: Callable[[list[Refusal]], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> Checkpoint:
+    """The checkpoint `delivery.mode` asks for; `sink` must be transactional exactly then."""
+    strategy = ExactlyOnce if delivery.mode == "exactly_once" else AtLeastOnce
+    assert sink.transactional == strategy.transactional, "KafkaSink(transactional=...) must follow delivery.mode"
+    return strategy(source, sink, delivery.commit_interval_ms / 1000, delivery.flush_timeout_s, on_refused, clock)

@@ -38,7 +38,7 @@ from streamer.dead_letters import DeadLetterWriter
 from streamer.errors import Fatal, OutputsLost, Retriable
 from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
-from streamer.kafka.delivery import for_mode
+from streamer.kafka.delivery import checkpoint_for
 from streamer.kafka.producer import KafkaSink
 from streamer.metrics import Metrics
 from streamer.quality.records import to_avro_record
@@ -83,7 +83,7 @@ class LabelJoiner:
             raise Fatal(f"schemas.labels: {self.codec.path} must have fields {wrong} (see schemas/label.avsc)")
         self.quality_codec = AvroCodec(settings.schemas.quality)
         self.source = KafkaSource(self.consumer_config, topics.labels, self._on_revoke, self._on_lost, self.metrics)
-        self.sink = KafkaSink(self.producer_config, self.metrics)
+        self.sink = KafkaSink(self.producer_config, self.metrics, settings.delivery.mode == "exactly_once")
         delivery = settings.delivery
         self.dead_letters = DeadLetterWriter(
             topics.dlq,
@@ -93,14 +93,7 @@ class LabelJoiner:
             settings.worker_id,
             delivery.refused_records == "stop",
         )
-        self.checkpoint = for_mode(delivery.mode)(
-            self.source,
-            self.sink,
-            delivery.commit_interval_ms / 1000,
-            delivery.flush_timeout_s,
-            self.dead_letters.refused_outputs,
-            clock,
-        )
+        self.checkpoint = checkpoint_for(delivery, self.source, self.sink, self.dead_letters.refused_outputs, clock)
         self.accumulator = QualityAccumulator(quality.window_s, settings.model.alert_threshold, settings.worker_id)
         self.redis = settings.features.client()
         self.layout = ScoreLayout(settings.features.key_prefix, quality.label_horizon_s)

@@ -7,8 +7,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import OutputsLost, Retriable
-from streamer.kafka.delivery import Checkpoint, ExactlyOnce, Mode, for_mode
+from streamer.kafka.delivery import Checkpoint, ExactlyOnce, checkpoint_for
 from streamer.kafka.producer import Refusal
+from streamer.settings import DeliverySettings
 
 
 class RecordingSource:
@@ -21,6 +22,8 @@ class RecordingSource:
 
 
 class Sink:
+    transactional = False
+
     def __init__(self, fail: bool = False, refused: list[Refusal] | None = None) -> None:
         self.fail = fail
         self.flushes = 0
@@ -36,9 +39,11 @@ class Sink:
             raise OutputsLost("1 outputs not delivered")
 
 
-def checkpoint(source: RecordingSource, sink: Sink, on_refused: Any = None, mode: Mode = "at_least_once") -> Checkpoint:
+def checkpoint(source: RecordingSource, sink: Sink, on_refused: Any = None) -> Checkpoint:
     handler = on_refused or (lambda refused: None)
-    return for_mode(mode)(cast(Any, source), cast(Any, sink), interval_s=1.0, flush_timeout_s=1.0, on_refused=handler)
+    mode = "exactly_once" if sink.transactional else "at_least_once"
+    delivery = DeliverySettings(mode=mode, commit_interval_ms=1000, flush_timeout_s=1.0)
+    return checkpoint_for(delivery, cast(Any, source), cast(Any, sink), handler)
 
 
 def test_commits_next_offset_per_owned_partition_after_flush() -> None:
@@ -156,6 +161,8 @@ class TransactionalSink(Sink):
     """Records the transaction it is asked to commit; `registered`: whether a replaced producer
     has registered yet."""
 
+    transactional = True
+
     def __init__(self, log: list[str], registered: bool = True) -> None:
         super().__init__()
         self.log, self.ready, self.aborts = log, registered, 0
@@ -180,7 +187,7 @@ class TransactionalSource(RecordingSource):
 def test_exactly_once_writes_the_snapshot_then_commits_outputs_and_offsets_in_one_transaction() -> None:
     log: list[str] = []
     source, sink = TransactionalSource({0, 1}), TransactionalSink(log)
-    cp = checkpoint(source, sink, mode="exactly_once")
+    cp = checkpoint(source, sink)
     assert isinstance(cp, ExactlyOnce) and cp.transactional
     cp.state = State(log)
     cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
@@ -195,7 +202,7 @@ def test_at_least_once_may_leave_scored_work_pending_at_a_checkpoint() -> None:
 
 def test_a_rewind_forgets_the_offsets_and_waits_for_a_replaced_producer_to_register() -> None:
     sink = TransactionalSink([], registered=False)
-    cp = checkpoint(TransactionalSource({0}), sink, mode="exactly_once")
+    cp = checkpoint(TransactionalSource({0}), sink)
     cp.mark_processed(np.array([0]), np.array([4]))
     assert not cp.rewind() and sink.aborts == 1
     assert not cp.rewound()
