@@ -144,12 +144,32 @@ class BatchTrace:
         """A stage ended: a span event at this moment."""
         self.span.add_event(name)
 
-    def headers(self, events: EventBatch, row: int) -> Headers | None:
-        """Trace headers for the outputs of `events` row `row`: a child span of its own context,
-        linked to the batch span; the input's own headers when its trace is not sampled (a
-        child would record nothing, and the upstream's context is what a sampled descendant
-        needs); or the batch span's context for an untraced event."""
-        record_headers = None if events.headers is None else events.headers[row]
+    def headers(self, events: EventBatch) -> list[Headers | None]:
+        """Trace headers for the outputs of each row of `events`: a child span of the row's own
+        context, linked to the batch span; the input's own headers when its trace is not
+        sampled (a child would record nothing, and the upstream's context is what a sampled
+        descendant needs); or the batch span's context for an untraced event.
+
+        One pass per batch, and in the common shape (one traceparent header, not sampled, as
+        under an upstream ratio sampler) the record's own header list is passed on as it is:
+        this runs for every event, so it must cost about as little as reading the header."""
+        inputs = events.headers
+        if inputs is None:
+            return [self._batch_headers] * len(events)
+        unsampled = _UNSAMPLED.match
+        out: list[Headers | None] = []
+        for record_headers in inputs:
+            if not record_headers:
+                out.append(self._batch_headers)
+                continue
+            name, value = record_headers[0]
+            if len(record_headers) == 1 and name == "traceparent" and value is not None and unsampled(value):
+                out.append(record_headers)  # type: ignore[arg-type]  # (name, bytes) pairs are headers
+            else:
+                out.append(self._row_headers(record_headers))
+        return out
+
+    def _row_headers(self, record_headers: RecordHeaders) -> Headers:
         unsampled = unsampled_trace(record_headers)
         if unsampled is not None:
             return unsampled
@@ -177,8 +197,8 @@ class _Off(BatchTrace):
     def stage(self, name: str) -> None:
         return None
 
-    def headers(self, events: EventBatch, row: int) -> Headers | None:
-        return None
+    def headers(self, events: EventBatch) -> list[Headers | None]:
+        return [None] * len(events)
 
     def end(self) -> None:
         return None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer import pipeline
+from streamer import heap, pipeline
 from streamer.batcher import MicroBatcher
 from streamer.codec import AvroCodec, input_codec
 from streamer.contract import check_entity_features, check_event_contract
@@ -189,6 +189,7 @@ class Worker:
         )
         self.dead_letters.start(limits[settings.topics.dlq])
         self.sink.start(settings.delivery.flush_timeout_s, limits)
+        log.info("heap settled in %.2f s: the model's objects are out of the collector's way", heap.settle())
 
     def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
         """Load one version and check it can replace the first: a version whose outputs make
@@ -441,8 +442,8 @@ class Worker:
             scored_topic = settings.topics.scored
             routes = [(topic, holds.tolist()) for topic, holds in self.outputs.routes(scored)]
             too_large: list[int] = []
-            for row, (key, value) in enumerate(zip(events.keys, values, strict=True)):
-                headers = traced.headers(events, row)
+            outputs_headers = traced.headers(events)
+            for row, (key, value, headers) in enumerate(zip(events.keys, values, outputs_headers, strict=True)):
                 if not self.sink.produce(scored_topic, key, value, headers):
                     too_large.append(row)
                     continue

@@ -163,7 +163,9 @@ class KafkaSink:
             value = frame + value
         limit = self.limits.get(topic)
         if limit is not None:
-            size = len(value) + len(key or b"") + sum(len(n) + len(v or b"") for n, v in headers or ())
+            size = len(value) + len(key or b"")
+            for name, header in headers or ():  # a loop, not sum(): this runs for every record
+                size += len(name) + len(header or b"")
             if size + RECORD_OVERHEAD > limit:
                 return False
         if self.transactional and not self._in_transaction:

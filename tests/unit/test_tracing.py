@@ -83,7 +83,7 @@ def test_off_adds_nothing(exported: InMemorySpanExporter) -> None:
     off = Tracing(None)
     traced = off.batch(events_with([traceparent()]), "payments")
     traced.stage("infer")
-    assert traced.headers(events_with([traceparent()]), 0) is None
+    assert traced.headers(events_with([traceparent()])) == [None]
     traced.end()
     assert off.dead_letter_headers(traceparent(), "PoisonRecord", "bad") == []
     assert not off.enabled
@@ -95,8 +95,7 @@ def test_a_traced_event_output_continues_its_trace_under_a_linked_batch_span(
     events = events_with([traceparent(), None])
     traced = tracing.batch(events, "payments")
     traced.stage("infer")
-    traced_headers = traced.headers(events, 0)
-    untraced_headers = traced.headers(events, 1)
+    traced_headers, untraced_headers = traced.headers(events)
     traced.end()
 
     spans = exported.get_finished_spans()
@@ -118,13 +117,17 @@ def test_an_unsampled_event_passes_its_own_context_on_and_records_no_span(
     tracing: Tracing, exported: InMemorySpanExporter
 ) -> None:
     unsampled: RecordHeaders = [("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-00".encode()), ("tracestate", b"v=1")]
+    alone: RecordHeaders = unsampled[:1]
+    among_others: RecordHeaders = [("other", b"x"), *unsampled]
     malformed: RecordHeaders = [("traceparent", f"00-{'0' * 32}-{SPAN_ID}-00".encode())]
-    events = events_with([unsampled, malformed])
+    events = events_with([unsampled, alone, among_others, malformed])
     traced = tracing.batch(events, "payments")
-    passed_on, untraced = traced.headers(events, 0), traced.headers(events, 1)
+    passed_on, passed_alone, passed_without_others, untraced = traced.headers(events)
     traced.end()
     assert passed_on == unsampled  # a sampled descendant downstream still joins the upstream trace
-    (batch,) = exported.get_finished_spans()  # no child span for either event
+    assert passed_alone == alone
+    assert passed_without_others == unsampled  # other headers are the input's, not the trace's
+    (batch,) = exported.get_finished_spans()  # no child span for any event
     assert header(untraced, "traceparent").split("-")[1] == format(batch.context.trace_id, "032x")
 
 
@@ -140,7 +143,7 @@ def test_tracestate_is_carried_to_the_child(tracing: Tracing) -> None:
     headers: RecordHeaders = [*traceparent(), ("tracestate", b"vendor=abc")]
     events = events_with([headers])
     traced = tracing.batch(events, "payments")
-    out = traced.headers(events, 0)
+    (out,) = traced.headers(events)
     traced.end()
     assert header(out, "tracestate") == "vendor=abc"
 
