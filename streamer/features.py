@@ -34,6 +34,7 @@ commit no offsets, so the consumer lag grows until Redis is back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 import redis
 from redis.cluster import RedisCluster
-from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 from redis.utils import HIREDIS_AVAILABLE
 
 from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggregates
@@ -142,7 +143,6 @@ class FeatureStore:
             group = tuple(f for f in self.features if f.key == template and f.entity == entity)
             self.stored.append(_StoredGroup(entity, str(template), group))
         self._client: redis.Redis | RedisCluster | None = None
-        self._read_script: Script | None = None
 
     def _owned_state(self, groups: list[AggregateGroup], partition_key: str | None) -> EntityState:
         """The one group of aggregates the partitioning makes exact; any other is refused."""
@@ -170,7 +170,6 @@ class FeatureStore:
     def client(self) -> redis.Redis | RedisCluster:
         if self._client is None:
             self._client = self.settings.client()
-            self._read_script = self._client.register_script(READ_LUA)
         return self._client
 
     def start(self) -> None:
@@ -181,6 +180,8 @@ class FeatureStore:
             log.warning("hiredis is not installed: redis replies parsed in Python cost ~3x (pip install hiredis)")
         try:
             self.client.ping()
+            if self.state is not None:
+                self.client.script_load(READ_LUA)
         except redis.RedisError as exc:
             log.warning("redis unreachable at start (%s); serving defaults until it answers", exc)
             self.breaker.failed()
@@ -244,7 +245,7 @@ class FeatureStore:
         pipe = self.client.pipeline(transaction=False)
         snapshots: Any = ([], np.zeros(0, np.int64))
         if plan is not None and plan.keys:
-            read_snapshots = self.layout.queue_read(pipe, self._read_script, plan.keys)
+            read_snapshots = self.layout.queue_read(pipe, plan.keys)
             calls = len(pipe)
         else:
             calls = 0
@@ -252,6 +253,10 @@ class FeatureStore:
         readers = [self._queue_stored(pipe, stored, events, columns) for stored in self.stored]
         try:
             replies = pipe.execute()
+        except NoScriptError as exc:  # restarted or SCRIPT FLUSHed since start: load it, read again
+            with contextlib.suppress(redis.RedisError):  # if this fails too, the retry says why
+                self.client.script_load(READ_LUA)
+            raise Retriable("redis had lost the snapshot read script; loaded it again") from exc
         except redis.RedisError as exc:  # down, timed out, loading, read-only replica, …
             raise Retriable(f"redis: {exc}") from exc
         if calls:

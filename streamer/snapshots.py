@@ -20,6 +20,7 @@ outlives it (a crash can leave an uncommitted version there) is never preferred.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import zlib
 from collections.abc import Callable
@@ -56,6 +57,7 @@ for k = 1, #KEYS, 3 do
 end
 return {values, table.concat(where)}
 """
+READ_SHA = hashlib.sha1(READ_LUA.encode()).hexdigest()  # what EVALSHA names it by
 
 
 class SnapshotLayout:
@@ -74,10 +76,12 @@ class SnapshotLayout:
     def generation(self) -> int:
         return int(self.wall() // self.ttl_s) if self.ttl_s > 0 else 0
 
-    def queue_read(self, pipe: Any, script: Any, addresses: list[Address]) -> Callable[[list[Any]], Any]:
-        """Queue the read of `addresses` (one script call, or one per hash in a cluster); the
-        returned function turns the calls' replies into (value or None, generation or -1) per
-        address, in order."""
+    def queue_read(self, pipe: Any, addresses: list[Address]) -> Callable[[list[Any]], Any]:
+        """Queue the read of `addresses` (one call of READ_LUA by its digest, or one per hash in
+        a cluster); the returned function turns the calls' replies into (value or None,
+        generation or -1) per address, in order. By digest, not through redis-py's Script:
+        in a pipeline that asks SCRIPT EXISTS first, one more round trip per batch. A server
+        that lost the script answers NOSCRIPT, and the caller loads it and retries."""
         now = self.generation()
         order = sorted(range(len(addresses)), key=lambda i: addresses[i][0])
         calls: list[tuple[list[str], list[Any]]] = []
@@ -94,7 +98,7 @@ class SnapshotLayout:
             args += [stop - start, *(addresses[i][1] for i in order[start:stop])]
             start = stop
         for keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
+            pipe.evalsha(READ_SHA, len(keys), *keys, *args)
 
         def read(replies: list[Any]) -> tuple[list[bytes | None], np.ndarray]:
             values: list[bytes | None] = [None] * len(addresses)

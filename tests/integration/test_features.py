@@ -140,6 +140,20 @@ def test_a_restart_reads_the_state_at_the_committed_offset(redis_server: RedisSe
     assert_identical(restarted.enrich(events.take(slice(300, 600))).columns, expected.columns)
 
 
+def test_a_redis_that_lost_the_read_script_gets_it_again_and_the_same_values(redis_server: RedisServer) -> None:
+    events = stream(600, seed=5)
+    first = store(redis_server, "noscript")
+    first.enrich(events.take(slice(0, 300)))
+    checkpoint(first, events.take(slice(0, 300)))
+    expected = first.enrich(events.take(slice(300, 600)))
+    restarted = store(redis_server, "noscript")
+    restarted.start()
+    redis.Redis(port=redis_server.port).script_flush()  # as a Redis restart between two batches does
+    got = restarted.enrich(events.take(slice(300, 600)))
+    assert not got.degraded.any()
+    assert_identical(got.columns, expected.columns)
+
+
 def test_an_aborted_transaction_replays_with_the_same_values(redis_server: RedisServer) -> None:
     events = stream(600, seed=3)
     features = store(redis_server, "abort")
@@ -272,7 +286,7 @@ def test_outage_keeps_known_entities_exact_and_commits_nothing_until_redis_is_ba
 def test_one_round_trip_per_batch_and_none_once_entities_are_in_memory(redis_server: RedisServer, size: int) -> None:
     client = redis.Redis(port=redis_server.port)
     features = store(redis_server, "trips")
-    features.client.ping()
+    features.start()  # loads the read script
     executed = []
     real_pipeline = features.client.pipeline
 
@@ -300,6 +314,7 @@ def test_one_round_trip_per_batch_and_none_once_entities_are_in_memory(redis_ser
     hashes = {features.layout.address(str(c), p)[0] for c, p in pairs}
     assert executed == [1 + cards]
     assert calls("evalsha") == 1 and calls("hmget") == cards + 3 * len(hashes)
+    assert calls("script|exists") == 0  # called by its digest, with no SCRIPT EXISTS round trip first
     features.enrich(stream(size, seed=4))  # the same cards again: only the stored values are read
     assert executed == [1 + cards, len(set(stream(size, seed=4).columns["card"]))]
     aggregates_only = store(redis_server, "trips", FeatureSpec(tuple(f for f in SPEC.features if f.name != "risk")))
