@@ -5,8 +5,8 @@ Each full (generation 2) collection walks all of them: measured on the 2-core be
 0.4-0.65 s per collection, the loop stalled, once or twice per 60k events when records carry
 headers (a Python list and tuple per record are enough to trigger them). That was most of the
 cost of reading headers for tracing, and a full collection is a p99 outlier by itself. Those
-objects live as long as the model does, so once after start-up, and on the model watcher's thread
-each time it has prepared a new version, they are collected and then frozen (`gc.freeze`): the
+objects live as long as the model does, so once after start-up, and after the first batch of
+each model swap, they are collected and then frozen (`gc.freeze`): the
 collector no longer scans them, and only the batches' short-lived objects are collected.
 Instagram's servers use the same call for the same reason.
 

@@ -46,7 +46,6 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer import heap
 from streamer.errors import Fatal
 from streamer.model import MANIFEST, LoadedModel, available_versions, choose_versions, initial_version
 from streamer.settings import ModelSettings, load_settings
@@ -165,9 +164,6 @@ class ModelLifecycle:
         wanted = self._serving_wanted()
         current = self._pending or self.serving
         if wanted is not None and current is not None and wanted.versions != current.versions:
-            # here, not at the swap: the pause blends into the load's, and the swap stays one
-            # attribute between two batches
-            log.info("heap settled in %.2f s after preparing %s", heap.settle(), wanted.versions)
             with self._lock:
                 self._pending = wanted
 

@@ -80,6 +80,7 @@ class Metrics:
     model_swaps: Counter
     model_refused: Counter
     model_swap_gap: Gauge
+    heap_settle: Gauge
     drift_value: Gauge
     drift_status: Gauge
     drift_windows: Counter
@@ -179,6 +180,12 @@ class Metrics:
             model_swap_gap=Gauge(
                 "streamer_model_swap_gap_seconds",
                 "At the last swap: from the end of the last batch before it to the end of the first after it.",
+                registry=r,
+            ),
+            heap_settle=Gauge(
+                "streamer_heap_settle_seconds",
+                "The loop's pause at the last heap settle (a full collection, then freeze): after start-up and "
+                "after the first batch of each model swap.",
                 registry=r,
             ),
             drift_value=Gauge(
