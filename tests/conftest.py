@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -15,8 +16,19 @@ from tests.registry_standin import StandInRegistry
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = Path(__file__).resolve().parent.parent
+COLLECTOR_THRESHOLD = gc.get_threshold()
 SCHEMAS = ROOT / "schemas"
 FEATURE_SPEC = ROOT / "configs" / "features" / "fraud.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _collector_of_a_fresh_process() -> Iterator[None]:
+    """A Worker settles the heap (`streamer.heap`): frozen, and a higher young threshold, for the
+    rest of its process. Tests run many workers in one process, so each test ends by giving the
+    next the collector a fresh process has, and what it froze becomes collectable again."""
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*COLLECTOR_THRESHOLD)
 
 
 def free_port() -> int:

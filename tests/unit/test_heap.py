@@ -1,18 +1,7 @@
 import gc
 import weakref
-from collections.abc import Iterator
-
-import pytest
 
 from streamer.heap import YOUNG_THRESHOLD, settle
-
-
-@pytest.fixture(autouse=True)
-def _thawed() -> Iterator[None]:
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()  # the rest of the test session keeps the collector it had
-    gc.set_threshold(*threshold)
 
 
 class _Node:
