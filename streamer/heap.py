@@ -33,8 +33,8 @@ YOUNG_THRESHOLD = 20_000  # container allocations between young collections (CPy
 
 
 def settle() -> float:
-    """Collect all garbage, then freeze what survives; the seconds it took (one pause, at
-    start-up or while the model watcher prepares a version)."""
+    """Collect all garbage, then freeze what survives; the seconds it took (one pause of the
+    loop, after start-up or after the first batch of a model swap)."""
     started = time.perf_counter()
     gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.unfreeze()

@@ -130,28 +130,30 @@ def test_a_retried_round_trip_gives_the_values_of_one_without_faults(
     assert_identical(got.columns, expected.columns)
 
 
-def test_a_restart_reads_the_state_at_the_committed_offset(redis_server: RedisServer) -> None:
-    events = stream(600, seed=2)
-    first = store(redis_server, "restart")
+def committed_half(server: RedisServer, prefix: str, seed: int) -> tuple[EventBatch, Columns]:
+    """600 events: the first 300 enriched and checkpointed by one store, then the values that
+    store gives the last 300, which a restarted store must give too."""
+    events = stream(600, seed=seed)
+    first = store(server, prefix)
     first.enrich(events.take(slice(0, 300)))
     checkpoint(first, events.take(slice(0, 300)))
-    expected = first.enrich(events.take(slice(300, 600)))
+    return events.take(slice(300, 600)), first.enrich(events.take(slice(300, 600))).columns
+
+
+def test_a_restart_reads_the_state_at_the_committed_offset(redis_server: RedisServer) -> None:
+    rest, expected = committed_half(redis_server, "restart", seed=2)
     restarted = store(redis_server, "restart")  # a new process, nothing in memory
-    assert_identical(restarted.enrich(events.take(slice(300, 600))).columns, expected.columns)
+    assert_identical(restarted.enrich(rest).columns, expected)
 
 
 def test_a_redis_that_lost_the_read_script_gets_it_again_and_the_same_values(redis_server: RedisServer) -> None:
-    events = stream(600, seed=5)
-    first = store(redis_server, "noscript")
-    first.enrich(events.take(slice(0, 300)))
-    checkpoint(first, events.take(slice(0, 300)))
-    expected = first.enrich(events.take(slice(300, 600)))
+    rest, expected = committed_half(redis_server, "noscript", seed=5)
     restarted = store(redis_server, "noscript")
     restarted.start()
     redis.Redis(port=redis_server.port).script_flush()  # as a Redis restart between two batches does
-    got = restarted.enrich(events.take(slice(300, 600)))
+    got = restarted.enrich(rest)
     assert not got.degraded.any()
-    assert_identical(got.columns, expected.columns)
+    assert_identical(got.columns, expected)
 
 
 def test_an_aborted_transaction_replays_with_the_same_values(redis_server: RedisServer) -> None:
