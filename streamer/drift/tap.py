@@ -65,7 +65,7 @@ class DriftTap:
         now = self.clock()
         if now - self._last_advance_ms >= IDLE_ADVANCE_S * 1000:
             self._last_advance_ms = now
-            self._publish(self.monitor.advance(now))
+            self._publish(self.monitor.close_idle(now))
 
     def flush(self) -> None:
         """Every open window, complete or not (shutdown, model swap); other workers' counts of the

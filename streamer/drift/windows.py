@@ -4,9 +4,10 @@ Tumbling, by event time (aligned to multiples of the window size since the epoch
 windows of every worker in the group have the same bounds and `merge` sums them) or by count
 (per worker; bounds are the first and last event times seen). An event-time window closes when
 the largest event time seen passes its end by `allowed_lateness_s`; later events for it are
-dropped and counted in `DriftMonitor.late_events`. Events stamped more than `max_clock_skew_s`
-ahead of the wall clock are left out (`DriftMonitor.future_events`): one bad producer clock
-must not close every window early. Windows hold raw counts, so windows of N workers merge into
+dropped and counted in `DriftMonitor.late_events`. While input is idle, `close_idle` closes
+windows by the wall clock instead, without making later events late. Events stamped more than
+`max_clock_skew_s` ahead of the wall clock are left out (`DriftMonitor.future_events`): one bad
+producer clock must not close every window early. Windows hold raw counts, so windows of N workers merge into
 exactly the counts one worker seeing every event would have.
 
     monitor = DriftMonitor(baseline, settings.drift, worker_id, model_version)
@@ -198,7 +199,7 @@ class DriftMonitor:
                 return []
         self._count(columns, scores, times, numbers, rows)
         if self.settings.window == "event_time":
-            return self.advance(int(times.max()))
+            return self._advance(int(times.max()))
         full = [n for n, w in self._open.items() if w.events >= self.settings.window_events]
         return [self._close(n) for n in sorted(full)]
 
@@ -260,17 +261,25 @@ class DriftMonitor:
             [np.zeros(b.slots, dtype=np.int64) for _, b in self._columns], [0.0] * columns, [{} for _ in range(columns)]
         )
 
-    def advance(self, watermark_ms: int) -> list[WindowCounts]:
+    def _advance(self, watermark_ms: int) -> list[WindowCounts]:
         """event_time: event time has reached `watermark_ms`; close the windows it passed by the
-        allowed lateness. `observe` calls it; call it with the wall clock when input is idle, so
-        the last windows are not held back until the next event."""
-        if self.settings.window != "event_time":
-            return []
+        allowed lateness. Later events of those windows are late."""
         self._watermark = max(self._watermark, watermark_ms)
         closed_before = (self._watermark - self._lateness_ms) // self._window_ms
         if self._closed_before is None or closed_before > self._closed_before:
             self._closed_before = closed_before
         return [self._close(n) for n in sorted(self._open) if n < self._closed_before]
+
+    def close_idle(self, wall_ms: int) -> list[WindowCounts]:
+        """event_time, input idle: close the open windows whose end is the allowed lateness behind
+        the wall clock, so the last ones are not held back until the next event. The watermark
+        stays where event time put it: a backlog this worker has not been given yet (start-up, a
+        rebalance) is not late because the worker waited for it. Its events of a window closed
+        here open that window again; the two records merge downstream like two workers' counts."""
+        if self.settings.window != "event_time":
+            return []
+        ended_before = (wall_ms - self._lateness_ms) // self._window_ms
+        return [self._close(n) for n in sorted(self._open) if n < ended_before]
 
     def flush(self) -> list[WindowCounts]:
         """Every open window, complete or not (shutdown, revoke). Another worker may go on to count

@@ -42,6 +42,33 @@ def test_event_time_windows_align_to_the_epoch_and_close_after_the_lateness(base
     assert (second.start_ms, second.end_ms, second.events) == (base + 60_000, base + 120_000, 3)
 
 
+def test_an_idle_wall_clock_closes_windows_but_leaves_a_backlog_on_time(baseline: Baseline) -> None:
+    """A worker waits for its partitions (start-up, a rebalance) while their backlog is an hour
+    old: the wait must not make the backlog late."""
+    settings = DriftSettings(window_s=60, allowed_lateness_s=10)
+    monitor = DriftMonitor(baseline, settings, "w1", 1)
+    columns, scores = payments(4, 49)
+    now = 1_700_000_000_000 - 1_700_000_000_000 % 60_000 + 30_000
+    hour_ago = now - 3_600_000 - 30_000  # a minute boundary
+
+    def at(*offsets_s: float) -> list[WindowCounts]:
+        times = np.array([hour_ago + round(o * 1000) for o in offsets_s], dtype=np.int64)
+        return monitor.observe({k: v[: len(times)] for k, v in columns.items()}, scores[: len(times)], times)
+
+    assert monitor.close_idle(now) == []  # nothing open yet
+    assert at(5, 30) == []
+    [first] = monitor.close_idle(now)  # idle again: the open window is long past
+    assert (first.start_ms, first.events) == (hour_ago, 2)
+    assert at(20, 65) == [] and monitor.late_events == 0  # the same window opens again
+    again, second = monitor.flush()
+    assert (again.start_ms, again.events, second.start_ms, second.events) == (hour_ago, 1, hour_ago + 60_000, 1)
+    assert merge([first, again]).events == 2 + 1  # downstream, the two records of one window add up
+
+    assert at(125) == []
+    assert monitor.close_idle(hour_ago + 180_000 + 9_999) == []  # still within the allowed lateness
+    assert [w.start_ms for w in monitor.close_idle(hour_ago + 190_000)] == [hour_ago + 120_000]
+
+
 def test_windows_of_workers_that_started_at_different_times_line_up(baseline: Baseline) -> None:
     columns, scores = payments(2000, 46, start_ms=1_700_000_123_456)
     half = {k: v[1000:] for k, v in columns.items()}
