@@ -42,7 +42,7 @@ def offline_worker(settings: Settings) -> Worker:
     worker = Worker(Settings.model_validate(tree))
     worker.lifecycle = ModelLifecycle(
         worker.settings.model,
-        worker._load_version,
+        worker.admission.load,
         worker.settings.batching.allowed_batch_sizes,
         None,
         worker._export_serving,

@@ -247,6 +247,31 @@ class Metrics:
         return self.stage_seconds.labels(stage).time()
 
 
+@dataclass(frozen=True)
+class RunStats:
+    consumed: int
+    scored: int
+    alerts: int
+    dead_lettered: int
+    batches: int
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> RunStats:
+        """Read back from the metrics: the counters are the one record of what happened."""
+
+        def total(name: str) -> int:
+            samples = (sample for family in metrics.registry.collect() for sample in family.samples)
+            return int(sum(sample.value for sample in samples if sample.name == f"{name}_total"))
+
+        return cls(
+            consumed=total("streamer_events_consumed"),
+            scored=total("streamer_events_scored"),
+            alerts=total("streamer_alerts"),
+            dead_lettered=total("streamer_events_dead_lettered"),
+            batches=total("streamer_batches"),
+        )
+
+
 Readiness = Callable[[], tuple[bool, str]]
 
 

@@ -17,65 +17,38 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from streamer import heap, pipeline
+from streamer.admission import Admission
 from streamer.batcher import MicroBatcher
 from streamer.codec import AvroCodec, input_codec
 from streamer.contract import check_entity_features, check_event_contract
 from streamer.dead_letters import DeadLetterWriter
 from streamer.device import label as device_label
 from streamer.device import serving_device
-from streamer.drift.histograms import SCORE, Baseline
 from streamer.drift.tap import DriftTap
-from streamer.errors import Fatal, OutputsLost, Retriable
+from streamer.errors import OutputsLost, Retriable
 from streamer.features import Enrichment, FeatureStore
 from streamer.kafka.admin import record_limits
 from streamer.kafka.consumer import KafkaSource
 from streamer.kafka.delivery import checkpoint_for
 from streamer.kafka.producer import KafkaSink, Refusal
 from streamer.lifecycle import ModelLifecycle, Serving
-from streamer.metrics import HealthServer, Metrics
-from streamer.model import LoadedModel, load_package
+from streamer.metrics import HealthServer, Metrics, RunStats
+from streamer.model import LoadedModel
 from streamer.outputs import Outputs, written_schemas
-from streamer.preprocess import Entity
 from streamer.quality.scores import ScoreLog
 from streamer.records import DeadLetter, EventBatch, Rejection, now_ms
 from streamer.registry import SchemaRegistry
-from streamer.settings import ModelSettings, Settings
+from streamer.settings import Settings
 from streamer.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.1
-
-
-@dataclass(frozen=True)
-class RunStats:
-    consumed: int
-    scored: int
-    alerts: int
-    dead_lettered: int
-    batches: int
-
-    @classmethod
-    def of(cls, metrics: Metrics) -> RunStats:
-        """Read back from the metrics: the counters are the one record of what happened."""
-
-        def total(name: str) -> int:
-            samples = (sample for family in metrics.registry.collect() for sample in family.samples)
-            return int(sum(sample.value for sample in samples if sample.name == f"{name}_total"))
-
-        return cls(
-            consumed=total("streamer_events_consumed"),
-            scored=total("streamer_events_scored"),
-            alerts=total("streamer_alerts"),
-            dead_lettered=total("streamer_events_dead_lettered"),
-            batches=total("streamer_batches"),
-        )
 
 
 class Worker:
@@ -119,10 +92,9 @@ class Worker:
             self.tracing,
         )
         self.checkpoint = checkpoint_for(delivery, self.source, self.sink, self.dead_letters.refused_outputs, clock)
+        self.admission = Admission(self.input_codec, self.outputs, self.registry)
         self.lifecycle: ModelLifecycle | None = None
-        self._entity_features: tuple[Entity, ...] | None = None
         self._entity_fields: tuple[str, ...] = ()  # every id that keys state: event.missing_entity applies
-        self.device = "/CPU:0"
         self.features: FeatureStore | None = None
         self.health: HealthServer | None = None
         self.drift: DriftTap | None = None
@@ -147,10 +119,10 @@ class Worker:
 
     def start(self) -> None:
         """Everything that can refuse to start does so here, before the group sees this member."""
-        self.device = serving_device(self.settings.model.device)
+        self.admission.device = serving_device(self.settings.model.device)
         self.lifecycle = ModelLifecycle(
             self.settings.model,
-            self._load_version,
+            self.admission.load,
             self.settings.batching.allowed_batch_sizes,
             self.config_path,
             self._export_serving,
@@ -191,51 +163,14 @@ class Worker:
         self.sink.start(settings.delivery.flush_timeout_s, limits)
         self._settle_heap()
 
-    def _load_version(self, settings: ModelSettings, version: int) -> LoadedModel:
-        """Load one version and check it can replace the first: a version whose outputs make
-        other records than schemas.scored takes or the Schema Registry would not take, that needs
-        other entity features, or lacks a usable drift baseline is refused (the last two need a
-        restart)."""
-        fields = self.input_codec.field_types
-        model = load_package(settings, version, fields, self.device, self.settings.outputs.values)
-        self.outputs.check(model.outputs)
-        if self.registry is not None:
-            self.outputs.refuse_unregistrable(self.registry, f"model {model.name} v{version}")
-        entity = model.spec.entity_features()
-        if self._entity_features is None:
-            self._entity_features = entity
-        elif entity != self._entity_features:
-            raise Fatal(
-                f"model {model.name} v{version}: its entity features differ from the serving ones; restart to serve it"
-            )
-        self._baseline(model)
-        return model
-
-    def _baseline(self, model: LoadedModel) -> Baseline:
-        try:
-            baseline = Baseline.from_dict(model.baseline)
-        except ValueError as exc:
-            raise Fatal(f"model {model.name} v{model.version}: baseline.json: {exc}; re-export the package") from exc
-        known = {*self.input_codec.field_types, *(f.name for f in model.spec.entity_features()), SCORE}
-        unknown = sorted(set(baseline.features) - known)
-        if unknown:
-            raise Fatal(
-                f"model {model.name} v{model.version}: baseline.json has columns {unknown} that neither the input "
-                "schema nor the entity features provide; fix schemas.input or re-export the package"
-            )
-        return baseline
-
     def _drift_tap(self, model: LoadedModel) -> DriftTap | None:
-        baseline = self._baseline(model)
-        if not baseline.features:
-            log.warning("model %s v%d has no drift baseline: drift is off", model.name, model.version)
-            return None
-        return DriftTap(self.settings, baseline, model.version, self.sink, self.metrics)
+        baseline = self.admission.drift_baseline(model)
+        return None if baseline is None else DriftTap(self.settings, baseline, model.version, self.sink, self.metrics)
 
     def _export_serving(self, serving: Serving) -> None:
         info = self.metrics.model_info
         info.clear()
-        where = device_label(self.device)
+        where = device_label(self.admission.device)
         info.labels(serving.primary.name, str(serving.primary.version), where, "primary").set(1)
         if serving.candidate is not None:
             info.labels(serving.candidate.name, str(serving.candidate.version), where, "candidate").set(1)
