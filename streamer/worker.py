@@ -282,7 +282,7 @@ class Worker:
         self.sink.poll()
         self._apply_backpressure()
         if self.checkpoint.due():
-            self._commit()
+            self._commit(whole=False)
 
     def _swap_models(self) -> None:
         """Between batches: take what the model watcher prepared (already loaded and warm)."""
@@ -438,16 +438,18 @@ class Worker:
         )
         self._completed += len(dead)
 
-    def _commit(self) -> bool:
+    def _commit(self, whole: bool = True) -> bool:
         """False when the checkpoint was deferred: what was produced since the last one is
-        neither committed nor dropped yet."""
+        neither committed nor dropped yet. Not `whole`: one step of it, which does not wait for
+        the broker where the delivery mode allows (`Checkpoint.advance`)."""
         if self.checkpoint.transactional:
             self._score_pending()
-        else:
+        elif whole or not self.checkpoint.cutting:
             self._finish_in_flight()  # its events are not in the batcher's pending floor
+        checkpoint = self.checkpoint.commit if whole else self.checkpoint.advance
         try:
             with self.metrics.time_stage("commit"):
-                self.checkpoint.commit(self.batcher.lowest_pending_offsets())
+                checkpoint(self.batcher.lowest_pending_offsets())
         except OutputsLost as exc:
             log.warning("checkpoint failed, rewinding: %s", exc, extra={"event": "rewind"})
             self._rewind()

@@ -30,7 +30,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from streamer.errors import Retriable
 from streamer.kafka.consumer import KafkaSource
-from streamer.kafka.producer import KafkaSink, Refusal
+from streamer.kafka.producer import Epoch, KafkaSink, Refusal
 from streamer.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
@@ -89,17 +89,35 @@ class Checkpoint(ABC):
     def due(self) -> bool:
         return bool(self._next_offsets) and self.clock() - self._last_commit >= self.interval_s
 
+    @property
+    def cutting(self) -> bool:
+        """A checkpoint is under way (`advance`): its outputs are not all acknowledged yet."""
+        return False
+
     def commit(self, pending: dict[int, int]) -> dict[int, int]:
-        """`pending`: per partition, the lowest offset still waiting to be scored. A dead letter
+        """A whole checkpoint now, waiting for it (a revoke, a shutdown, a transaction).
+        `pending`: per partition, the lowest offset still waiting to be scored. A dead letter
         can be done before an earlier event of its partition; the commit stops at that event."""
-        owned = {p: min(o, pending.get(p, o)) for p, o in self._next_offsets.items() if p in self.source.assigned}
+        owned = self._owned(pending)
         self._write(owned)
+        self._committed(owned)
+        return owned
+
+    def advance(self, pending: dict[int, int]) -> None:
+        """One step of the checkpoint that is due, never waiting on the broker where the mode
+        allows it; a mode that cannot split its checkpoint commits it whole."""
+        self.commit(pending)
+
+    def _owned(self, pending: dict[int, int]) -> dict[int, int]:
+        return {p: min(o, pending.get(p, o)) for p, o in self._next_offsets.items() if p in self.source.assigned}
+
+    def _committed(self, owned: dict[int, int]) -> None:
         if self.state is not None:
             self.state.committed()
-        # Keep what the pending floor held back; drop partitions no longer owned.
+        # Keep what the pending floor held back, and what was processed since the cut; drop
+        # partitions no longer owned.
         self._next_offsets = {p: o for p, o in self._next_offsets.items() if p in owned and owned[p] < o}
         self._last_commit = self.clock()
-        return owned
 
     @abstractmethod
     def _write(self, owned: dict[int, int]) -> None:
@@ -133,7 +151,15 @@ class Checkpoint(ABC):
 
 
 class AtLeastOnce(Checkpoint):
-    """Flush, hand refusals on, write the snapshot, then commit the offsets.
+    """Write the snapshot, then, once the outputs before it are acknowledged, commit the offsets.
+
+    Between `commit` calls (revoke, shutdown) the checkpoint is split over loop steps, so the
+    loop never waits for the broker's acknowledgements (tens of ms on a loaded machine, every
+    interval): `advance` cuts it (writes the snapshot, starts a new epoch of outputs in the
+    sink), and on later steps, once the sink has a report for every output before the cut,
+    commits the cut's offsets. The loop scores batches meanwhile; their offsets wait for the
+    next cut. A whole `commit` overtakes a cut under way: the cut's snapshot stays written and
+    the newer offsets cover it (each entity keeps its last committed version beside it).
 
     A refused output (too large, against a topic policy) would be refused again after any
     rewind, so `on_refused` dead-letters it and those letters are flushed before the commit.
@@ -145,19 +171,53 @@ class AtLeastOnce(Checkpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._unresolved: dict[int, int] = {}
+        self._cut: tuple[dict[int, int], Epoch] | None = None  # its offsets, the outputs before it
+
+    @property
+    def cutting(self) -> bool:
+        return self._cut is not None
+
+    def due(self) -> bool:
+        return self.cutting or super().due()
+
+    def advance(self, pending: dict[int, int]) -> None:
+        if self._cut is None:
+            owned = self._owned(pending)
+            self._resolve_unresolved()
+            self._persist(owned)
+            self._cut = (owned, self.sink.cut())
+            return
+        owned, epoch = self._cut
+        if not self.sink.settled_through(epoch):
+            return
+        self._cut = None
+        self._hand_on_refused()
+        self.sink.raise_failures()
+        self._commit_cut({p: o for p, o in owned.items() if p in self.source.assigned})
+        self._committed(owned)
 
     def _write(self, owned: dict[int, int]) -> None:
+        self._cut = None  # overtaken (see the class docstring)
         self.sink.flush(self.flush_timeout_s)
+        self._hand_on_refused()
+        self._resolve_unresolved()
+        self._persist(owned)
+        self._commit_cut(owned)
+
+    def _hand_on_refused(self) -> None:
         refused = self.sink.take_refused()
         if refused:
             self.on_refused(refused)
             self.sink.flush(self.flush_timeout_s)
+
+    def _resolve_unresolved(self) -> None:
         if self._unresolved:
             self._commit_offsets({p: o for p, o in self._unresolved.items() if p in self.source.assigned})
             self._unresolved = {}
             if self.state is not None:
                 self.state.committed()
-        self._persist(owned)
+
+    def _commit_cut(self, owned: dict[int, int]) -> None:
         try:
             self._commit_offsets(owned)
         except Retriable:
@@ -172,12 +232,16 @@ class AtLeastOnce(Checkpoint):
 
     def rewind(self) -> bool:
         self._unresolved.clear()  # the rewind reads the state at whichever offsets the broker holds
+        self._cut = None
         return super().rewind()
 
     def forget(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
         super().forget(partitions)
         for partition in partitions:
             self._unresolved.pop(partition, None)
+            if self._cut is not None:
+                self._cut[0].pop(partition, None)
 
 
 class ExactlyOnce(Checkpoint):

@@ -1,8 +1,11 @@
 """The sink: an idempotent producer, transactional in exactly-once mode.
 
-Delivery reports only carry errors (`delivery.report.only.error`), so success costs nothing; a
-failed delivery is held and raised at the next checkpoint as `OutputsLost`, which makes the
-worker rewind to its last commit instead of committing past a lost output.
+In at-least-once mode every delivery is reported, to the `Epoch` (the outputs between two
+checkpoint cuts) its message was produced in, so a checkpoint can tell when all outputs before
+its cut are acknowledged without waiting for them (`cut`, `settled_through`). In exactly-once
+mode reports only carry errors (`delivery.report.only.error`): the transaction's commit waits
+for its outputs. A failed delivery is held and raised at the next checkpoint as `OutputsLost`,
+which makes the worker rewind to its last commit instead of committing past a lost output.
 
 When transactional (exactly-once), every checkpoint is one transaction: the outputs since
 the last one and the input offsets (`send_offsets_to_transaction`) commit or abort together. A
@@ -28,6 +31,7 @@ with one line: every record would be refused.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +70,26 @@ ACCESS_REFUSALS = frozenset(
 )
 
 
+class Epoch:
+    """The outputs produced between two checkpoint cuts, and how many of them have a delivery
+    report yet. One callback object per epoch, not per message: every message of the epoch
+    reports to it, so knowing that everything before a cut was acknowledged costs a counter."""
+
+    def __init__(self, on_failure: Callable[[KafkaError, Message], None]) -> None:
+        self.produced = 0
+        self.reported = 0
+        self._on_failure = on_failure
+
+    def report(self, error: KafkaError | None, message: Message) -> None:
+        self.reported += 1
+        if error is not None:
+            self._on_failure(error, message)
+
+    @property
+    def settled(self) -> bool:
+        return self.reported >= self.produced
+
+
 @dataclass(frozen=True)
 class Refusal:
     """One output refused for good: resending it cannot help."""
@@ -96,6 +120,8 @@ class KafkaSink:
         self._brokers_lost = False  # every broker went down since the transaction began
         self._in_transaction = False
         self._needs_init = False  # replaced, and init_transactions has not succeeded yet
+        # At-least-once: every delivery is reported, to the epoch its message was produced in.
+        self._epochs = [Epoch(self._on_delivery)] if not transactional else []
 
     @property
     def producer(self) -> Producer:
@@ -104,7 +130,7 @@ class KafkaSink:
                 self._producer = Producer(
                     {
                         **self.config,
-                        "delivery.report.only.error": True,
+                        "delivery.report.only.error": self.transactional,
                         "on_delivery": self._on_delivery,
                         "error_cb": self._on_error,
                         "logger": log,
@@ -171,9 +197,14 @@ class KafkaSink:
         if self.transactional and not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
+        epoch = self._epochs[-1] if self._epochs else None
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers)
+                if epoch is None:
+                    self.producer.produce(topic, value, key, headers=headers)
+                else:
+                    self.producer.produce(topic, value, key, headers=headers, on_delivery=epoch.report)
+                    epoch.produced += 1
                 return True
             except BufferError:
                 self.producer.poll(0.05)
@@ -181,6 +212,20 @@ class KafkaSink:
                 if exc.args[0].code() in RECORD_REFUSALS:
                     return False
                 raise
+
+    def cut(self) -> Epoch:
+        """At-least-once: close the current epoch (what `settled_through` is later asked about)
+        and start the next one."""
+        self._epochs.append(Epoch(self._on_delivery))
+        return self._epochs[-2]
+
+    def settled_through(self, epoch: Epoch) -> bool:
+        """Whether every output of `epoch` and of the epochs before it has been reported on (a
+        failure among them is raised by `raise_failures`). Serves reports; never waits."""
+        self.producer.poll(0)
+        while len(self._epochs) > 1 and self._epochs[0].settled:
+            self._epochs.pop(0)
+        return epoch not in self._epochs
 
     def take_refused(self) -> list[Refusal]:
         """Outputs the broker refused for good since the last call (see the module docstring)."""
@@ -193,11 +238,14 @@ class KafkaSink:
     def flush(self, timeout_s: float) -> None:
         """Wait for every queued message; raise if any of them was not acknowledged."""
         remaining = self.producer.flush(timeout_s)
-        self._raise_failures()
+        if not remaining:
+            del self._epochs[:-1]  # every report is in
+        self.raise_failures()
         if remaining:
             raise Retriable(f"{remaining} outputs still unacknowledged after {timeout_s:.0f} s")
 
-    def _raise_failures(self) -> None:
+    def raise_failures(self) -> None:
+        """`OutputsLost` if a delivery failed since the last call; `Fatal` if writes are denied."""
         self._raise_access_denied()
         failures, self._failures = self._failures, []
         if failures:
@@ -239,7 +287,7 @@ class KafkaSink:
                 ) from exc
             raise OutputsLost(f"transaction abandoned: {exc}") from exc
         self._refusal_replays = 0
-        self._raise_failures()
+        self.raise_failures()
 
     def _retrying(self, timeout_s: float) -> Any:
         return bounded("kafka_transaction", TRANSACTION_RETRIES, TRANSACTION_RETRIES * timeout_s, self.metrics)

@@ -35,6 +35,21 @@ class Sink:
 
     def flush(self, timeout_s: float) -> None:
         self.flushes += 1
+        self.settled = self.epochs
+        self.raise_failures()
+
+    # A split checkpoint: epochs are numbered; `settled` says through which one every output
+    # has its delivery report.
+    epochs = settled = 0
+
+    def cut(self) -> int:
+        self.epochs += 1
+        return self.epochs
+
+    def settled_through(self, epoch: int) -> bool:
+        return epoch <= self.settled
+
+    def raise_failures(self) -> None:
         if self.fail:
             raise OutputsLost("1 outputs not delivered")
 
@@ -155,6 +170,55 @@ def test_a_commit_that_failed_after_its_snapshot_is_committed_again_before_a_new
     cp.commit({})
     assert source.commits == [{0: 5}, {0: 10}]
     assert log == ["persist {0: 5}", "committed", "persist {0: 10}", "committed"]
+
+
+def test_a_checkpoint_step_writes_the_snapshot_at_the_cut_and_commits_once_the_outputs_before_it_are_acked() -> None:
+    log: list[str] = []
+    source, sink = RecordingSource({0, 1}), Sink()
+    cp = checkpoint(source, sink)
+    cp.state = State(log)
+    cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
+    cp.advance({})
+    assert log == ["persist {0: 5, 1: 8}"] and cp.cutting and cp.due()
+    cp.mark_processed(np.array([0]), np.array([9]))  # scored after the cut: the next one's
+    cp.advance({})
+    assert source.commits == [] and sink.flushes == 0  # the loop never waited for the broker
+    sink.settled = 1
+    cp.advance({})
+    assert source.commits == [{0: 5, 1: 8}] and log[-1] == "committed" and not cp.cutting
+    cp.advance({})  # the next cut
+    assert log[-1] == "persist {0: 10}"
+
+
+def test_a_lost_output_before_the_cut_commits_nothing() -> None:
+    source, sink = RecordingSource({0}), Sink()
+    cp = checkpoint(source, sink)
+    cp.mark_processed(np.array([0]), np.array([4]))
+    cp.advance({})
+    sink.fail, sink.settled = True, 1
+    with pytest.raises(OutputsLost):
+        cp.advance({})
+    assert source.commits == []
+
+
+def test_a_whole_commit_overtakes_a_cut_and_partitions_lost_meanwhile_are_left_out() -> None:
+    log: list[str] = []
+    source, sink = RecordingSource({0, 1}), Sink()
+    cp = checkpoint(source, sink)
+    cp.state = State(log)
+    cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
+    cp.advance({})
+    source.assigned.discard(1)
+    cp.forget([1])
+    sink.settled = 1
+    cp.advance({})
+    assert source.commits == [{0: 5}]
+    cp.mark_processed(np.array([0]), np.array([6]))
+    cp.advance({})
+    cp.mark_processed(np.array([0]), np.array([8]))
+    assert cp.commit({}) == {0: 9} and not cp.cutting  # a revoke or a shutdown does not wait for the cut
+    assert source.commits == [{0: 5}, {0: 9}]
+    assert log == ["persist {0: 5, 1: 8}", "committed", "persist {0: 7}", "persist {0: 9}", "committed"]
 
 
 class TransactionalSink(Sink):

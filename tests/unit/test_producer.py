@@ -1,5 +1,6 @@
 """How the sink tells a refusal (resending cannot help) from a failure (a rewind can)."""
 
+import time
 from typing import Any, cast
 
 import pytest
@@ -100,7 +101,9 @@ class Recording:
     def __init__(self) -> None:
         self.values: list[bytes] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Any = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None, headers: Any = None, on_delivery: Any = None
+    ) -> None:
         self.values.append(value)
 
 
@@ -114,3 +117,18 @@ def test_a_framed_topic_gets_its_header_before_every_value_and_the_header_counts
     assert out.produce("scored", b"k", b"x" * (room - 5)) and not out.produce("scored", b"k", b"x" * (room - 4))
     assert out.produce("other", b"k", b"y" * room)  # unframed topics are written as they are
     assert recorder.values == [b"\x00\x00\x00\x00\x07" + b"x" * (room - 5), b"y" * room]
+
+
+def test_a_cut_is_settled_once_every_output_before_it_has_a_report_and_its_failures_are_raised() -> None:
+    out = KafkaSink({"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 300}, Metrics.create())
+    assert out.produce("scored", b"k", b"v") and out.produce("scored", b"k", b"v")
+    first = out.cut()
+    assert not out.settled_through(first)  # queued: nowhere to send them
+    out.produce("scored", b"k", b"v")
+    second = out.cut()
+    deadline = time.monotonic() + 10
+    while not out.settled_through(second) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.settled_through(first) and out.settled_through(second)
+    with pytest.raises(OutputsLost, match="3 outputs not delivered"):  # all timed out
+        out.raise_failures()
