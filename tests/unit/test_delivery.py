@@ -172,13 +172,19 @@ def test_a_commit_that_failed_after_its_snapshot_is_committed_again_before_a_new
     assert log == ["persist {0: 5}", "committed", "persist {0: 10}", "committed"]
 
 
-def test_a_checkpoint_step_writes_the_snapshot_at_the_cut_and_commits_once_the_outputs_before_it_are_acked() -> None:
-    log: list[str] = []
+def cut_on_two_partitions(log: list[str]) -> tuple[RecordingSource, Sink, Checkpoint]:
+    """An at-least-once checkpoint cut after events 4 and 7 of partitions 0 and 1 were done."""
     source, sink = RecordingSource({0, 1}), Sink()
     cp = checkpoint(source, sink)
     cp.state = State(log)
     cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
     cp.advance({})
+    return source, sink, cp
+
+
+def test_a_checkpoint_step_writes_the_snapshot_at_the_cut_and_commits_once_the_outputs_before_it_are_acked() -> None:
+    log: list[str] = []
+    source, sink, cp = cut_on_two_partitions(log)
     assert log == ["persist {0: 5, 1: 8}"] and cp.cutting and cp.due()
     cp.mark_processed(np.array([0]), np.array([9]))  # scored after the cut: the next one's
     cp.advance({})
@@ -203,11 +209,7 @@ def test_a_lost_output_before_the_cut_commits_nothing() -> None:
 
 def test_a_whole_commit_overtakes_a_cut_and_partitions_lost_meanwhile_are_left_out() -> None:
     log: list[str] = []
-    source, sink = RecordingSource({0, 1}), Sink()
-    cp = checkpoint(source, sink)
-    cp.state = State(log)
-    cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
-    cp.advance({})
+    source, sink, cp = cut_on_two_partitions(log)
     source.assigned.discard(1)
     cp.forget([1])
     sink.settled = 1
