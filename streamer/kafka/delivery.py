@@ -114,9 +114,11 @@ class Checkpoint(ABC):
     def _committed(self, owned: dict[int, int]) -> None:
         if self.state is not None:
             self.state.committed()
-        # Keep what the pending floor held back, and what was processed since the cut; drop
-        # partitions no longer owned.
-        self._next_offsets = {p: o for p, o in self._next_offsets.items() if p in owned and owned[p] < o}
+        # Keep what the pending floor held back and what was done since the cut (partitions the
+        # cut did not hold too); drop partitions no longer owned.
+        self._next_offsets = {
+            p: o for p, o in self._next_offsets.items() if p in self.source.assigned and owned.get(p, -1) < o
+        }
         self._last_commit = self.clock()
 
     @abstractmethod

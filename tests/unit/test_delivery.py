@@ -196,6 +196,18 @@ def test_a_checkpoint_step_writes_the_snapshot_at_the_cut_and_commits_once_the_o
     assert log[-1] == "persist {0: 10}"
 
 
+def test_partitions_done_after_a_cut_are_committed_later_though_the_cut_did_not_hold_them() -> None:
+    source, sink = RecordingSource({0, 1}), Sink()
+    cp = checkpoint(source, sink)
+    cp.mark_processed(np.array([0]), np.array([4]))
+    cp.advance({})  # the cut holds partition 0 only
+    cp.mark_processed(np.array([1]), np.array([6]))
+    sink.settled = 1
+    cp.advance({})
+    assert cp.commit({}) == {1: 7}
+    assert source.commits == [{0: 5}, {1: 7}]
+
+
 def test_a_lost_output_before_the_cut_commits_nothing() -> None:
     source, sink = RecordingSource({0}), Sink()
     cp = checkpoint(source, sink)
