@@ -7,8 +7,8 @@ the largest event time seen passes its end by `allowed_lateness_s`; later events
 dropped and counted in `DriftMonitor.late_events`. While input is idle, `close_idle` closes
 windows by the wall clock instead, without making later events late. Events stamped more than
 `max_clock_skew_s` ahead of the wall clock are left out (`DriftMonitor.future_events`): one bad
-producer clock must not close every window early. Windows hold raw counts, so windows of N workers merge into
-exactly the counts one worker seeing every event would have.
+producer clock must not close every window early. Windows hold raw counts, so windows of N
+workers merge into exactly the counts one worker seeing every event would have.
 
     monitor = DriftMonitor(baseline, settings.drift, worker_id, model_version)
     for window in monitor.observe(columns, scores, columns["event_time"]):   # per micro-batch

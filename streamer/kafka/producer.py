@@ -221,8 +221,8 @@ class KafkaSink:
 
     def settled_through(self, epoch: Epoch) -> bool:
         """Whether every output of `epoch` and of the epochs before it has been reported on (a
-        failure among them is raised by `raise_failures`). Serves reports; never waits."""
-        self.producer.poll(0)
+        failure among them is raised by `raise_failures`). Reports arrive through `poll`, which
+        the loop calls every step; this never waits."""
         while len(self._epochs) > 1 and self._epochs[0].settled:
             self._epochs.pop(0)
         return epoch not in self._epochs

@@ -128,6 +128,7 @@ def test_a_cut_is_settled_once_every_output_before_it_has_a_report_and_its_failu
     second = out.cut()
     deadline = time.monotonic() + 10
     while not out.settled_through(second) and time.monotonic() < deadline:
+        out.poll()
         time.sleep(0.05)
     assert out.settled_through(first) and out.settled_through(second)
     with pytest.raises(OutputsLost, match="3 outputs not delivered"):  # all timed out
