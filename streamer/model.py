@@ -235,7 +235,7 @@ class PackedCall:
     concrete function: a `tf.function` call would spend the saving again on its dispatch."""
 
     groups: tuple[tuple[tf.DType, tuple[str, ...]], ...]  # per dtype, the inputs in column order
-    call: Signature
+    call: Any  # the concrete function
 
     @classmethod
     def of(cls, signature: Signature, inputs: Mapping[str, tf.DType]) -> PackedCall:
@@ -252,6 +252,14 @@ class PackedCall:
             return signature(**named)
 
         return cls(groups, call.get_concrete_function())
+
+    def __call__(self, tensors: list[tf.Tensor]) -> Mapping[str, tf.Tensor]:
+        """The concrete function called with its flat inputs. Its public call first binds the
+        arguments to the structured signature (matching, then a subtype check per tensor): 0.15
+        to 0.35 ms a call, a fifth of a small batch's model call, for tensors `tensors` built to
+        that very signature. `_call_flat` is what the public call ends in (TensorFlow is pinned,
+        and test_pipeline compares the scores with the signature's own call)."""
+        return self.call._call_flat(tensors, self.call.captured_inputs)
 
     def tensors(self, columns: Mapping[str, np.ndarray], size: int) -> list[tf.Tensor]:
         """One tensor per dtype, padded to `size` rows by repeating the last row, so padding
@@ -284,7 +292,7 @@ class LoadedModel:
         rows; TensorFlow keeps string lookups on the CPU."""
         tensors = self.packed.tensors(columns, size)
         with tf.device(self.device):
-            return self.packed.call(*tensors)
+            return self.packed(tensors)
 
     def warm_up(self, sizes: tuple[int, ...]) -> None:
         """Call once per padded size before serving, so the first real batch pays no tracing cost."""

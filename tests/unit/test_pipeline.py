@@ -33,7 +33,7 @@ def test_packed_call_hands_the_signature_its_named_columns_padded_with_the_last_
         "x": np.array([1.0, 2.0]),
         "y": np.array([3.0, 4.0], np.float32),
     }
-    named = packed.call(*packed.tensors(columns, 4))
+    named = packed(packed.tensors(columns, 4))
     assert named["s"].numpy().tolist() == [b"a", b"", b"", b""]
     assert named["t"].numpy().tolist() == [b"b", b"c", b"c", b"c"]
     assert named["x"].numpy().tolist() == [1.0, 2.0, 2.0, 2.0]
