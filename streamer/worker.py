@@ -2,9 +2,11 @@
 → commit.
 
 One thread owns the loop, so rebalance callbacks (which run inside `poll`) never race a batch.
-The one exception is the Redis round trip of the feature stage: it runs on a helper thread
-while the loop finishes the batch before (infer, encode, produce), since waiting on a socket
-releases the GIL. Batches still go through Redis in order, one at a time.
+The one exception is the Redis round trip of the feature stage when input is backed up: it
+runs on a helper thread while the loop finishes the batch before (infer, encode, produce),
+since waiting on a socket releases the GIL. Below that rate there is no batch before to overlap
+with, and the round trip runs in the loop: two thread hand-offs less per batch, each a wait for
+a core on a busy machine. Batches go through Redis in order, one at a time, either way.
 SIGTERM and SIGINT set a flag; the loop then scores what it holds, checkpoints, and closes the
 consumer last (a commit after close would be lost).
 """
@@ -275,8 +277,11 @@ class Worker:
         backed_up = False
         while len(self.batcher) and self.batcher.ready():
             batch = self.batcher.take()
-            self._submit(batch)
             backed_up = len(batch) >= self.settings.batching.max_batch_size
+            if backed_up or self._in_flight is not None:
+                self._submit(batch)
+            else:  # nothing to overlap the round trip with: no hand-off to the helper thread
+                self._score_now(batch)
         if not backed_up:  # no next batch is coming at once: finish now, latency first
             self._finish_in_flight()
         self.sink.poll()
@@ -328,6 +333,13 @@ class Worker:
         self._finish_in_flight()
         self._in_flight = (events, future)
 
+    def _score_now(self, events: EventBatch) -> None:
+        """Features and scores in the loop: nothing is in flight (the state is the loop's)."""
+        assert self.features is not None
+        with self.metrics.time_stage("features"):
+            enrichment = self.features.enrich(events)
+        self._score(events, enrichment)
+
     def _finish_in_flight(self, without_partitions: list[int] | None = None) -> None:
         if self._in_flight is None:
             return
@@ -366,10 +378,6 @@ class Worker:
         if rejected:
             self._dead_letter(self.input_codec.dead_letters(events, rejected, settings.topics.input))
             events = scored.events
-        time_field = settings.event.time_field
-        if self.drift is not None:
-            with metrics.time_stage("drift"):
-                self.drift.observe(scored.events.columns, scored.scores, events.columns[time_field])
         with metrics.time_stage("encode"):
             values = self.outputs.encode_scored(scored)
         traced.stage("encode")
@@ -386,6 +394,12 @@ class Worker:
                     if holds[row] and not self.sink.produce(topic, key, value, headers):
                         self.dead_letters.refused_outputs([Refusal(topic, key, value, "MSG_SIZE_TOO_LARGE")])
         traced.end()
+        # The side taps run once the outputs are with the producer: they add nothing to this
+        # batch's latency, only to the next one's wait.
+        time_field = settings.event.time_field
+        if self.drift is not None:
+            with metrics.time_stage("drift"):
+                self.drift.observe(scored.events.columns, scored.scores, events.columns[time_field])
         produced: np.ndarray | slice = slice(None)
         if too_large:
             produced = np.isin(np.arange(len(events)), too_large, invert=True)
