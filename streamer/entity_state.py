@@ -179,7 +179,9 @@ class EntityState:
         self._dirty[rows] = True
 
     def snapshot(self, offsets: dict[int, int]) -> Snapshot:
-        """The changed entities of the partitions in `offsets`, tagged with their offset."""
+        """The changed entities of the partitions in `offsets`, tagged with their offset; they
+        count as unchanged from now on (events applied while the snapshot is written change
+        them again), until `unwritten` says the write failed."""
         n = len(self._keys)
         owned = np.fromiter(offsets, np.int64, len(offsets))
         rows = np.flatnonzero(self._dirty[:n] & np.isin(self._partition[:n], owned))
@@ -190,13 +192,18 @@ class EntityState:
         both = np.ascontiguousarray(np.concatenate([versions, self._committed[rows]], axis=1), dtype="<f8")
         values = both.view(np.uint8).reshape(len(rows), 2 * self.version_bytes)
         keys = [self._keys[r] for r in rows.tolist()]
+        self._dirty[rows] = False
         return Snapshot(rows, keys, values, versions, self._generation[rows])
 
     def written(self, snapshot: Snapshot, generations: np.ndarray) -> None:
         """`snapshot` is in Redis, each entity in the generation given."""
         self._written[snapshot.rows] = snapshot.versions
-        self._dirty[snapshot.rows] = False
         self._generation[snapshot.rows] = generations
+
+    def unwritten(self, snapshot: Snapshot) -> None:
+        """`snapshot` did not reach Redis: its entities go into the next one. Rows are renumbered
+        by `forget`, so this comes before any forget since the snapshot was taken."""
+        self._dirty[snapshot.rows] = True
 
     def committed(self) -> None:
         """The offsets of the written versions are committed: they become the versions to keep."""

@@ -62,6 +62,11 @@ __all__ = ["Enrichment", "FeatureStore", "replay_aggregates"]
 
 log = logging.getLogger(__name__)
 
+# A cut's snapshot is written this many entities per loop step (`SnapshotWrite`): about a
+# millisecond of client and server work on this machine, unloaded.
+WRITE_CHUNK = 256
+WRITE_STEPS = 8  # larger snapshots: in this many steps
+
 
 def stored_key(template: str, entity_id: str) -> str:
     """The hash of an entity's stored values; the snapshots' keys are `streamer.snapshots`'."""
@@ -109,6 +114,79 @@ class Enrichment:
     degraded: np.ndarray  # per event: scored with a default because Redis failed
 
 
+class SnapshotWrite:
+    """A checkpoint's snapshot (and the scores waiting for labels) on its way to Redis.
+
+    Why in steps: at a few thousand events a second a checkpoint rewrites thousands of entities,
+    tens of ms on a loaded machine, and every event arriving meanwhile waited for all of it. A
+    cut writes a chunk per loop step instead, between batches: WRITE_CHUNK entities, or more
+    where that would take over WRITE_STEPS steps (at high rates steps are long and snapshots
+    large, and the checkpoint interval must still hold). The entities were taken at the cut
+    (`EntityState.snapshot`), so events applied meanwhile go into the next snapshot; a failed
+    or abandoned write hands its entities and scores back to the next one, and the checkpoint
+    then commits nothing.
+    """
+
+    def __init__(self, store: FeatureStore, snapshot: Snapshot | None, scores: PendingScores | None) -> None:
+        self.store = store
+        self.snapshot = snapshot
+        self.scores = scores
+        self._size = 0 if snapshot is None else len(snapshot.keys)
+        self._generations = np.zeros(self._size, np.int64)
+        self._chunk = max(WRITE_CHUNK, -(-self._size // WRITE_STEPS))
+        self._done = 0
+        self._ended = False
+
+    def step(self) -> bool:
+        """Write the next chunk, the scores with the first; True once everything is written.
+        Raises `Retriable` if Redis failed or the write was abandoned: nothing of it counts as
+        written then."""
+        return self._write_through(min(self._done + self._chunk, self._size))
+
+    def finish(self) -> None:
+        """Write all that is left, in one round trip."""
+        self._write_through(self._size)
+
+    def _write_through(self, stop: int) -> bool:
+        if self._ended:
+            raise Retriable("the snapshot under way was abandoned: partitions were revoked, lost or rewound")
+        rows = slice(self._done, stop)
+        scores, self.scores = self.scores, None
+        try:
+            generations = self.store._write(self.snapshot, rows, scores)
+        except Retriable as exc:
+            self.scores = scores
+            if self.snapshot is not None:
+                self.abandon()
+                raise
+            log.warning("scores for quality not written, kept for the next checkpoint: %s", exc)
+            self.abandon()
+            return True
+        if scores is not None and self.store.scores is not None:
+            self.store.scores.written(scores)
+        if generations is not None:
+            self._generations[rows] = generations
+        self._done = stop
+        if self._done < self._size:
+            return False
+        if self.snapshot is not None and self.store.state is not None:
+            self.store.state.written(self.snapshot, self._generations)
+        self._ended = True
+        self.store._writing = None
+        return True
+
+    def abandon(self) -> None:
+        """Hand what is not confirmed back to the next snapshot (the entities) and the log (the scores)."""
+        if self._ended:
+            return
+        self._ended = True
+        if self.snapshot is not None and self.store.state is not None:
+            self.store.state.unwritten(self.snapshot)
+        if self.scores is not None and self.store.scores is not None:
+            self.store.scores.restore(self.scores)
+        self.scores = None
+
+
 class FeatureStore:
     def __init__(
         self,
@@ -143,6 +221,7 @@ class FeatureStore:
             group = tuple(f for f in self.features if f.key == template and f.entity == entity)
             self.stored.append(_StoredGroup(entity, str(template), group))
         self._client: redis.Redis | RedisCluster | None = None
+        self._writing: SnapshotWrite | None = None
 
     def _owned_state(self, groups: list[AggregateGroup], partition_key: str | None) -> EntityState:
         """The one group of aggregates the partitioning makes exact; any other is refused."""
@@ -272,35 +351,47 @@ class FeatureStore:
         (per partition, the offset about to be committed), and the scores that wait for labels,
         in one round trip. Raises `Retriable` if Redis cannot take the snapshots: the checkpoint
         must then not commit those offsets. Scores that cannot be written wait for the next one."""
+        write = self.begin_persist(offsets)
+        if write is not None:
+            write.finish()
+
+    def begin_persist(self, offsets: dict[int, int]) -> SnapshotWrite | None:
+        """What `persist` writes, taken now and written by `SnapshotWrite.step`; None if nothing
+        changed. A write still under way (a cut a whole checkpoint overtakes) is abandoned: what
+        it had not confirmed goes into this one."""
+        self._abandon_write()
         snapshot = self.state.snapshot(offsets) if self.state is not None else None
         snapshot = snapshot if snapshot is not None and snapshot.keys else None
-        scores = self.scores.pending() if self.scores is not None else None
+        scores = self.scores.take() if self.scores is not None else None
         if snapshot is None and scores is None:
-            return
-        try:
-            if not self.breaker.allows_call():
-                raise Retriable("redis circuit breaker open: state snapshot not written")
-            try:
-                generations = self.retrying(self._write, snapshot, scores)
-            except Retriable:
-                self._failed()
-                raise
-        except Retriable as exc:
-            if snapshot is not None:
-                raise
-            log.warning("scores for quality not written, kept for the next checkpoint: %s", exc)
-            return
-        self._succeeded()
-        if snapshot is not None and self.state is not None and generations is not None:
-            self.state.written(snapshot, generations)
-        if self.scores is not None and scores is not None:
-            self.scores.written()
+            return None
+        self._writing = SnapshotWrite(self, snapshot, scores)
+        return self._writing
 
-    def _write(self, snapshot: Snapshot | None, scores: PendingScores | None) -> np.ndarray | None:
+    def _abandon_write(self) -> None:
+        if self._writing is not None:
+            self._writing.abandon()
+            self._writing = None
+
+    def _write(self, snapshot: Snapshot | None, rows: slice, scores: PendingScores | None) -> np.ndarray | None:
+        """`rows` of `snapshot` and `scores` in one round trip, through the breaker and the retry
+        budget; the generation each row went to."""
+        if not self.breaker.allows_call():
+            raise Retriable("redis circuit breaker open: state snapshot not written")
+        try:
+            generations = self.retrying(self._write_once, snapshot, rows, scores)
+        except Retriable:
+            self._failed()
+            raise
+        self._succeeded()
+        return generations
+
+    def _write_once(self, snapshot: Snapshot | None, rows: slice, scores: PendingScores | None) -> np.ndarray | None:
         pipe = self.client.pipeline(transaction=False)
         generations = None
         if snapshot is not None:
-            generations = self.layout.queue_write(pipe, snapshot.keys, snapshot.generations, snapshot.values)
+            keys, known, values = snapshot.keys[rows], snapshot.generations[rows], snapshot.values[rows]
+            generations = self.layout.queue_write(pipe, keys, known, values)
         if scores is not None:
             scores.queue_write(pipe)
         try:
@@ -315,7 +406,9 @@ class FeatureStore:
             self.state.committed()
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions revoked, lost or rewound: their state is read again from the snapshots."""
+        """Partitions revoked, lost or rewound: their state is read again from the snapshots. A
+        snapshot write under way is abandoned first (forgetting renumbers the entities)."""
+        self._abandon_write()
         if self.state is not None:
             self.state.forget(partitions)
 

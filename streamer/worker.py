@@ -458,8 +458,8 @@ class Worker:
         the broker where the delivery mode allows (`Checkpoint.advance`)."""
         if self.checkpoint.transactional:
             self._score_pending()
-        elif whole or not self.checkpoint.cutting:
-            self._finish_in_flight()  # its events are not in the batcher's pending floor
+        else:  # its events are not in the batcher's pending floor, and it changes the entity state
+            self._finish_in_flight()  # the checkpoint reads and marks (on this thread)
         checkpoint = self.checkpoint.commit if whole else self.checkpoint.advance
         try:
             with self.metrics.time_stage("commit"):

@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,10 +37,18 @@ from streamer.settings import DeliverySettings
 log = logging.getLogger(__name__)
 
 
+class SnapshotWriting(Protocol):
+    """A snapshot written over several loop steps."""
+
+    def step(self) -> bool: ...
+
+
 class SnapshotState(Protocol):
     """State whose snapshot must be durable before the offsets it corresponds to commit."""
 
     def persist(self, offsets: dict[int, int]) -> None: ...
+
+    def begin_persist(self, offsets: dict[int, int]) -> SnapshotWriting | None: ...
 
     def committed(self) -> None: ...
 
@@ -127,13 +136,19 @@ class Checkpoint(ABC):
 
     def _persist(self, owned: dict[int, int]) -> None:
         if self.state is not None and owned:
-            try:
+            with self._deferring():
                 self.state.persist(owned)
-            except Retriable:
-                # Retried at the next interval, not on every loop step: while Redis is away each
-                # attempt would flush the producer and end the batch overlap, for nothing.
-                self._last_commit = self.clock()
-                raise
+
+    @contextmanager
+    def _deferring(self) -> Iterator[None]:
+        """A snapshot Redis did not take is retried at the next interval, not on every loop
+        step: while Redis is away each attempt would flush the producer and end the batch
+        overlap, for nothing."""
+        try:
+            yield
+        except Retriable:
+            self._last_commit = self.clock()
+            raise
 
     def rewind(self) -> bool:
         """Forget everything since the last commit and drop what the producer holds of it; True
@@ -157,11 +172,12 @@ class AtLeastOnce(Checkpoint):
 
     Between `commit` calls (revoke, shutdown) the checkpoint is split over loop steps, so the
     loop never waits for the broker's acknowledgements (tens of ms on a loaded machine, every
-    interval): `advance` cuts it (writes the snapshot, starts a new epoch of outputs in the
-    sink), and on later steps, once the sink has a report for every output before the cut,
-    commits the cut's offsets. The loop scores batches meanwhile; their offsets wait for the
-    next cut. A whole `commit` overtakes a cut under way: the cut's snapshot stays written and
-    the newer offsets cover it (each entity keeps its last committed version beside it).
+    interval): `advance` cuts it (takes the snapshot, starts a new epoch of outputs in the
+    sink), and on later steps writes the snapshot a chunk per step, then, once the sink has a
+    report for every output before the cut, commits the cut's offsets. The loop scores batches
+    meanwhile; their offsets wait for the next cut. A whole `commit` overtakes a cut under way:
+    what the cut wrote stays written, what it had not goes into the whole checkpoint's snapshot,
+    and the newer offsets cover it (each entity keeps its last committed version beside it).
 
     A refused output (too large, against a topic policy) would be refused again after any
     rewind, so `on_refused` dead-letters it and those letters are flushed before the commit.
@@ -174,6 +190,7 @@ class AtLeastOnce(Checkpoint):
         super().__init__(*args, **kwargs)
         self._unresolved: dict[int, int] = {}
         self._cut: tuple[dict[int, int], Epoch] | None = None  # its offsets, the outputs before it
+        self._writing: SnapshotWriting | None = None  # the cut's snapshot, a chunk per step
 
     @property
     def cutting(self) -> bool:
@@ -186,10 +203,21 @@ class AtLeastOnce(Checkpoint):
         if self._cut is None:
             owned = self._owned(pending)
             self._resolve_unresolved()
-            self._persist(owned)
+            if self.state is not None and owned:
+                self._writing = self.state.begin_persist(owned)
             self._cut = (owned, self.sink.cut())
             return
         owned, epoch = self._cut
+        if self._writing is not None:
+            try:
+                with self._deferring():
+                    written = self._writing.step()
+            except Retriable:
+                self._cut = self._writing = None
+                raise
+            if not written:
+                return
+            self._writing = None
         if not self.sink.settled_through(epoch):
             return
         self._cut = None
@@ -199,7 +227,7 @@ class AtLeastOnce(Checkpoint):
         self._committed(owned)
 
     def _write(self, owned: dict[int, int]) -> None:
-        self._cut = None  # overtaken (see the class docstring)
+        self._cut = self._writing = None  # overtaken (see the class docstring)
         self.sink.flush(self.flush_timeout_s)
         self._hand_on_refused()
         self._resolve_unresolved()
@@ -234,7 +262,7 @@ class AtLeastOnce(Checkpoint):
 
     def rewind(self) -> bool:
         self._unresolved.clear()  # the rewind reads the state at whichever offsets the broker holds
-        self._cut = None
+        self._cut = self._writing = None
         return super().rewind()
 
     def forget(self, partitions: Iterable[int]) -> None:

@@ -130,18 +130,30 @@ class ScoreLog:
         self._ids.append(np.asarray(event_ids, dtype=object))
         self._values.append(values)
         self._count += len(values)
+        self._drop_past_bound()
+
+    def _drop_past_bound(self) -> None:
         while self._count > self.settings.max_pending and len(self._ids) > 1:  # Redis has been away a while
             dropped = len(self._ids.pop(0))
             self._values.pop(0)
             self._count -= dropped
             self.metrics.quality_scores_dropped.inc(dropped)
 
-    def pending(self) -> PendingScores | None:
+    def take(self) -> PendingScores | None:
+        """The scores to write with a checkpoint's snapshot, no longer held here: scores added
+        while the write is under way wait for the next one. `restore` them if it fails."""
         if not self._count:
             return None
-        self._ids, self._values = [np.concatenate(self._ids)], [np.concatenate(self._values)]  # one piece now
-        return PendingScores(self._ids[0].tolist(), self._values[0], self.layout)
-
-    def written(self) -> None:
-        self.metrics.quality_scores_written.inc(self._count)
+        pending = PendingScores(np.concatenate(self._ids).tolist(), np.concatenate(self._values), self.layout)
         self._ids, self._values, self._count = [], [], 0
+        return pending
+
+    def restore(self, pending: PendingScores) -> None:
+        """A failed write's scores, back before those added since; the bound applies again."""
+        self._ids.insert(0, np.asarray(pending.event_ids, dtype=object))
+        self._values.insert(0, pending.values)
+        self._count += len(pending.values)
+        self._drop_past_bound()
+
+    def written(self, pending: PendingScores) -> None:
+        self.metrics.quality_scores_written.inc(len(pending.values))

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from streamer.errors import Retriable
-from streamer.features import FeatureStore, replay_aggregates
+from streamer.features import WRITE_CHUNK, FeatureStore, replay_aggregates
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec
 from streamer.records import Columns, EventBatch
@@ -180,6 +180,43 @@ def test_a_crash_between_the_snapshot_and_the_commit_replays_with_the_same_value
     expected = first.enrich(replayed)
     checkpoint(first, replayed, commits=False)  # SIGKILL here: offsets stay at 500
     assert_identical(store(redis_server, "crash").enrich(replayed).columns, expected.columns)
+
+
+def distinct_cards(events: EventBatch, partition: int | None = None) -> int:
+    cards = events.columns["card"]
+    return len(set(cards if partition is None else cards[events.partitions == partition]))
+
+
+def test_a_snapshot_written_in_steps_while_events_go_on_is_the_state_at_its_cut(redis_server: RedisServer) -> None:
+    events = stream(1200, seed=7, cards=3000)
+    cut, after = events.take(slice(0, 600)), events.take(slice(600, 1200))
+    first = store(redis_server, "steps")
+    first.enrich(cut)
+    write = first.begin_persist(next_offsets(cut))
+    assert write is not None and write.snapshot is not None
+    assert len(write.snapshot.keys) == distinct_cards(cut) > 2 * WRITE_CHUNK
+    assert not write.step()  # a chunk, then the loop scores a batch
+    expected = first.enrich(after)
+    while not write.step():
+        pass
+    first.committed()
+    assert_identical(store(redis_server, "steps").enrich(after).columns, expected.columns)
+    again = first.begin_persist(next_offsets(after))  # what changed during the write: all of it
+    assert again is not None and again.snapshot is not None and len(again.snapshot.keys) == distinct_cards(after)
+
+
+def test_a_snapshot_write_abandoned_by_a_rebalance_hands_its_entities_to_the_next(redis_server: RedisServer) -> None:
+    events = stream(600, seed=8, cards=3000)
+    features = store(redis_server, "abandoned")
+    features.enrich(events)
+    write = features.begin_persist(next_offsets(events))
+    assert write is not None and not write.step()
+    features.forget([1])  # partition 1 lost mid-write
+    with pytest.raises(Retriable):
+        write.step()
+    kept = features.begin_persist({0: next_offsets(events)[0]})
+    assert kept is not None and kept.snapshot is not None
+    assert len(kept.snapshot.keys) == distinct_cards(events, partition=0)
 
 
 def at_generation(features: FeatureStore, generation: int, ttl_s: float = 60) -> FeatureStore:

@@ -124,18 +124,34 @@ class FlakySource(RecordingSource):
 
 
 class State:
-    """Records the order of snapshot writes and commit notices."""
+    """Records the order of snapshot writes and commit notices; a cut's snapshot is written in
+    `chunks` steps, each logged."""
 
-    def __init__(self, log: list[str], fail: bool = False) -> None:
-        self.log, self.fail = log, fail
+    def __init__(self, log: list[str], fail: bool = False, chunks: int = 1) -> None:
+        self.log, self.fail, self.chunks = log, fail, chunks
 
     def persist(self, offsets: dict[int, int]) -> None:
         if self.fail:
             raise Retriable("redis down")
         self.log.append(f"persist {offsets}")
 
+    def begin_persist(self, offsets: dict[int, int]) -> "Writing":
+        return Writing(self, offsets)
+
     def committed(self) -> None:
         self.log.append("committed")
+
+
+class Writing:
+    def __init__(self, state: State, offsets: dict[int, int]) -> None:
+        self.state, self.offsets, self.left = state, offsets, state.chunks
+
+    def step(self) -> bool:
+        if self.state.fail:
+            raise Retriable("redis down")
+        self.state.log.append(f"write {self.offsets}")
+        self.left -= 1
+        return self.left == 0
 
 
 def test_the_state_snapshot_is_written_after_the_flush_and_before_the_commit() -> None:
@@ -172,28 +188,39 @@ def test_a_commit_that_failed_after_its_snapshot_is_committed_again_before_a_new
     assert log == ["persist {0: 5}", "committed", "persist {0: 10}", "committed"]
 
 
-def cut_on_two_partitions(log: list[str]) -> tuple[RecordingSource, Sink, Checkpoint]:
+def cut_on_two_partitions(log: list[str], chunks: int = 1) -> tuple[RecordingSource, Sink, Checkpoint]:
     """An at-least-once checkpoint cut after events 4 and 7 of partitions 0 and 1 were done."""
     source, sink = RecordingSource({0, 1}), Sink()
     cp = checkpoint(source, sink)
-    cp.state = State(log)
+    cp.state = State(log, chunks=chunks)
     cp.mark_processed(np.array([0, 1]), np.array([4, 7]))
     cp.advance({})
     return source, sink, cp
 
 
-def test_a_checkpoint_step_writes_the_snapshot_at_the_cut_and_commits_once_the_outputs_before_it_are_acked() -> None:
+def test_a_cut_takes_the_snapshot_writes_it_on_later_steps_and_commits_once_the_outputs_before_it_are_acked() -> None:
     log: list[str] = []
-    source, sink, cp = cut_on_two_partitions(log)
-    assert log == ["persist {0: 5, 1: 8}"] and cp.cutting and cp.due()
+    source, sink, cp = cut_on_two_partitions(log, chunks=2)
+    assert log == [] and cp.cutting and cp.due()
     cp.mark_processed(np.array([0]), np.array([9]))  # scored after the cut: the next one's
     cp.advance({})
-    assert source.commits == [] and sink.flushes == 0  # the loop never waited for the broker
-    sink.settled = 1
+    assert log == ["write {0: 5, 1: 8}"] and source.commits == [] and sink.flushes == 0  # never waited
+    sink.settled = 1  # acknowledged, but the snapshot is not all written yet
     cp.advance({})
-    assert source.commits == [{0: 5, 1: 8}] and log[-1] == "committed" and not cp.cutting
+    assert source.commits == [{0: 5, 1: 8}] and log[1:] == ["write {0: 5, 1: 8}", "committed"] and not cp.cutting
     cp.advance({})  # the next cut
-    assert log[-1] == "persist {0: 10}"
+    cp.advance({})
+    assert log[-1] == "write {0: 10}"
+
+
+def test_a_snapshot_redis_cannot_take_during_a_cut_commits_nothing_until_the_next_interval() -> None:
+    log: list[str] = []
+    source, sink, cp = cut_on_two_partitions(log)
+    cast(State, cp.state).fail = True
+    sink.settled = 1
+    with pytest.raises(Retriable):
+        cp.advance({})
+    assert source.commits == [] and not cp.cutting and not cp.due()
 
 
 def test_partitions_done_after_a_cut_are_committed_later_though_the_cut_did_not_hold_them() -> None:
@@ -232,7 +259,7 @@ def test_a_whole_commit_overtakes_a_cut_and_partitions_lost_meanwhile_are_left_o
     cp.mark_processed(np.array([0]), np.array([8]))
     assert cp.commit({}) == {0: 9} and not cp.cutting  # a revoke or a shutdown does not wait for the cut
     assert source.commits == [{0: 5}, {0: 9}]
-    assert log == ["persist {0: 5, 1: 8}", "committed", "persist {0: 7}", "persist {0: 9}", "committed"]
+    assert log == ["write {0: 5}", "committed", "persist {0: 9}", "committed"]  # the cut at 7: never written
 
 
 class TransactionalSink(Sink):

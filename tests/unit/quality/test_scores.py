@@ -39,15 +39,15 @@ def test_pending_scores_go_to_bucket_hashes_of_the_current_generation() -> None:
     log.layout.wall = lambda: 10.5 * DAY_S
     log.add(*batch(0, 300))
     log.add(*batch(300, 2))
-    pending = log.pending()
+    pending = log.take()
     assert pending is not None and pending.event_ids == [f"e{i}" for i in range(302)]
     hashes: dict[str, dict[str, bytes]] = {}
     expiries: dict[str, int] = {}
     pending.queue_write(FakePipeline(hashes, expiries))
     assert sum(len(h) for h in hashes.values()) == 302 and all(k.endswith(":10") for k in hashes)
     assert set(expiries.values()) == {int(12 * DAY_S * 1000)}  # the end of the next generation
-    log.written()
-    assert len(log) == 0 and log.pending() is None
+    log.written(pending)
+    assert len(log) == 0 and log.take() is None
 
 
 def test_a_score_is_found_for_one_to_two_horizons_then_it_is_unknown() -> None:
@@ -73,8 +73,10 @@ def test_an_unwritten_checkpoint_keeps_the_scores_and_the_oldest_go_past_the_bou
     metrics = Metrics.create()
     log = ScoreLog("pfx", QualitySettings(max_pending=5), metrics)
     log.add(*batch(0, 3))
-    assert log.pending() is not None  # the write failed: not `written`
-    log.add(*batch(3, 3))  # 6 > 5: the oldest batch goes
-    pending = log.pending()
+    failed = log.take()
+    assert failed is not None
+    log.add(*batch(3, 3))  # added while the write was under way
+    log.restore(failed)  # 6 > 5: the oldest batch goes
+    pending = log.take()
     assert pending is not None and pending.event_ids == [f"e{i}" for i in range(3, 6)]
     assert metrics.quality_scores_dropped._value.get() == 3
