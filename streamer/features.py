@@ -21,8 +21,9 @@ members own; it needs the input re-keyed by that entity and a worker of its own.
 A batch's round trip reads the stored values and the snapshots of entities the batch meets for
 the first time since their partition was assigned (or rewound); a batch whose entities are all
 in memory and with no stored features makes none. A checkpoint writes the changed entities'
-snapshots in one more round trip before committing offsets (`FeatureStore.persist`); with a
-`quality:` section the scores that wait for labels go in the same one (`streamer.quality.scores`).
+snapshots before committing offsets: in one more round trip (`FeatureStore.persist`), or a chunk
+per loop step from an at-least-once cut (`begin_persist`, `streamer.snapshot_writes`); with a
+`quality:` section the scores that wait for labels go with them (`streamer.quality.scores`).
 
 When Redis fails past the retry budget, a circuit breaker opens for `breaker_open_s`, then one
 probe decides whether to close it. Meanwhile: stored values are the declared defaults; entities
@@ -56,16 +57,12 @@ from streamer.quality.scores import PendingScores, ScoreLog
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
 from streamer.settings import FeatureStoreSettings
+from streamer.snapshot_writes import SnapshotWrite
 from streamer.snapshots import READ_LUA, SnapshotLayout
 
 __all__ = ["Enrichment", "FeatureStore", "replay_aggregates"]
 
 log = logging.getLogger(__name__)
-
-# A cut's snapshot is written this many entities per loop step (`SnapshotWrite`): about a
-# millisecond of client and server work on this machine, unloaded.
-WRITE_CHUNK = 256
-WRITE_STEPS = 8  # larger snapshots: in this many steps
 
 
 def stored_key(template: str, entity_id: str) -> str:
@@ -112,79 +109,6 @@ class _StoredGroup:
 class Enrichment:
     columns: Columns  # one float32 column per entity feature
     degraded: np.ndarray  # per event: scored with a default because Redis failed
-
-
-class SnapshotWrite:
-    """A checkpoint's snapshot (and the scores waiting for labels) on its way to Redis.
-
-    Why in steps: at a few thousand events a second a checkpoint rewrites thousands of entities,
-    tens of ms on a loaded machine, and every event arriving meanwhile waited for all of it. A
-    cut writes a chunk per loop step instead, between batches: WRITE_CHUNK entities, or more
-    where that would take over WRITE_STEPS steps (at high rates steps are long and snapshots
-    large, and the checkpoint interval must still hold). The entities were taken at the cut
-    (`EntityState.snapshot`), so events applied meanwhile go into the next snapshot; a failed
-    or abandoned write hands its entities and scores back to the next one, and the checkpoint
-    then commits nothing.
-    """
-
-    def __init__(self, store: FeatureStore, snapshot: Snapshot | None, scores: PendingScores | None) -> None:
-        self.store = store
-        self.snapshot = snapshot
-        self.scores = scores
-        self._size = 0 if snapshot is None else len(snapshot.keys)
-        self._generations = np.zeros(self._size, np.int64)
-        self._chunk = max(WRITE_CHUNK, -(-self._size // WRITE_STEPS))
-        self._done = 0
-        self._ended = False
-
-    def step(self) -> bool:
-        """Write the next chunk, the scores with the first; True once everything is written.
-        Raises `Retriable` if Redis failed or the write was abandoned: nothing of it counts as
-        written then."""
-        return self._write_through(min(self._done + self._chunk, self._size))
-
-    def finish(self) -> None:
-        """Write all that is left, in one round trip."""
-        self._write_through(self._size)
-
-    def _write_through(self, stop: int) -> bool:
-        if self._ended:
-            raise Retriable("the snapshot under way was abandoned: partitions were revoked, lost or rewound")
-        rows = slice(self._done, stop)
-        scores, self.scores = self.scores, None
-        try:
-            generations = self.store._write(self.snapshot, rows, scores)
-        except Retriable as exc:
-            self.scores = scores
-            if self.snapshot is not None:
-                self.abandon()
-                raise
-            log.warning("scores for quality not written, kept for the next checkpoint: %s", exc)
-            self.abandon()
-            return True
-        if scores is not None and self.store.scores is not None:
-            self.store.scores.written(scores)
-        if generations is not None:
-            self._generations[rows] = generations
-        self._done = stop
-        if self._done < self._size:
-            return False
-        if self.snapshot is not None and self.store.state is not None:
-            self.store.state.written(self.snapshot, self._generations)
-        self._ended = True
-        self.store._writing = None
-        return True
-
-    def abandon(self) -> None:
-        """Hand what is not confirmed back to the next snapshot (the entities) and the log (the scores)."""
-        if self._ended:
-            return
-        self._ended = True
-        if self.snapshot is not None and self.store.state is not None:
-            self.store.state.unwritten(self.snapshot)
-        if self.scores is not None and self.store.scores is not None:
-            self.store.scores.restore(self.scores)
-        self.scores = None
 
 
 class FeatureStore:
@@ -365,7 +289,7 @@ class FeatureStore:
         scores = self.scores.take() if self.scores is not None else None
         if snapshot is None and scores is None:
             return None
-        self._writing = SnapshotWrite(self, snapshot, scores)
+        self._writing = SnapshotWrite(snapshot, scores, self._write, self.state, self.scores)
         return self._writing
 
     def _abandon_write(self) -> None:
