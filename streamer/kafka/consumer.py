@@ -1,4 +1,13 @@
-"""The source: one consumer-group member, batch polls, rebalance hooks, synchronous commits."""
+"""The source: one consumer-group member, batch polls, rebalance hooks, synchronous commits.
+
+Newly assigned partitions start where librdkafka's OffsetFetch to the group coordinator says.
+When that request fails as a whole with a coordinator error (a broker restarted, its coordinator
+moved), librdkafka reports it once and never retries: the partitions stay assigned with no fetch
+position, and nothing is ever read from them (librdkafka#5586). So partitions that have given
+nothing since their assignment are seated again after such an error: their committed offsets
+are read here, and they are assigned again at those offsets explicitly. Having given nothing,
+they have nothing in flight to lose.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,18 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_STORED,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from streamer.errors import Fatal
+from streamer.errors import Fatal, Retriable
 from streamer.kafka.errors import BROKER_AWAY, retriable_errors
 from streamer.metrics import Metrics
 from streamer.records import RawBatch, RecordHeaders
@@ -20,6 +38,15 @@ log = logging.getLogger(__name__)
 
 PartitionsCallback = Callable[[list[int]], None]
 COMMITTED_TIMEOUT_S = 10.0
+# `auto.offset.reset` values, as an explicit start for a partition with no committed offset
+RESET_OFFSETS = {
+    "earliest": OFFSET_BEGINNING,
+    "smallest": OFFSET_BEGINNING,
+    "beginning": OFFSET_BEGINNING,
+    "latest": OFFSET_END,
+    "largest": OFFSET_END,
+    "end": OFFSET_END,
+}
 
 
 class KafkaSource:
@@ -41,6 +68,9 @@ class KafkaSource:
         self.assigned: set[int] = set()
         self.capture_headers = False  # on for tracing: headers cost a Python list per message
         self._consumer: Consumer | None = None
+        self._paused = False
+        self._silent: set[int] = set()  # assigned partitions that have given no message since
+        self._reseat_due = False  # an OffsetFetch failed: silent partitions may have no position
 
     @property
     def consumer(self) -> Consumer:
@@ -70,6 +100,7 @@ class KafkaSource:
     def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = sorted(tp.partition for tp in partitions)
         self.assigned.update(assigned)
+        self._silent.update(assigned)
         log.info("assigned partitions %s", assigned, extra={"event": "assign", "partitions": assigned})
 
     def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
@@ -86,6 +117,7 @@ class KafkaSource:
 
     def _release(self, partitions: list[int]) -> None:
         self.assigned.difference_update(partitions)
+        self._silent.difference_update(partitions)
         for partition in partitions:
             with contextlib.suppress(KeyError):  # never reported a lag yet
                 self.metrics.consumer_lag.remove(self.topic, str(partition))
@@ -100,6 +132,8 @@ class KafkaSource:
 
     def poll(self, max_messages: int, timeout_s: float) -> RawBatch:
         """Up to `max_messages` messages; rebalance callbacks run inside this call."""
+        if self._reseat_due:
+            self._reseat()
         messages: list[Message] = self.consumer.consume(max(max_messages, 1), timeout_s)
         good = []
         for message in messages:
@@ -110,9 +144,14 @@ class KafkaSource:
                 raise Fatal(f"kafka consumer: {error.str()}")
             elif error.code() != KafkaError._PARTITION_EOF:
                 log.warning("kafka consumer: %s", error.str())
+                if error.code() in BROKER_AWAY:  # maybe the OffsetFetch of a new assignment
+                    self._reseat_due = bool(self._silent)
+        partitions = np.fromiter((m.partition() for m in good), dtype=np.int32, count=len(good))
+        if self._silent and good:
+            self._silent.difference_update(np.unique(partitions).tolist())
         return RawBatch(
             self.topic,
-            np.fromiter((m.partition() for m in good), dtype=np.int32, count=len(good)),
+            partitions,
             np.fromiter((m.offset() for m in good), dtype=np.int64, count=len(good)),
             [m.key() for m in good],
             [m.value() for m in good],
@@ -152,11 +191,39 @@ class KafkaSource:
         with retriable_errors("committed offsets: ", BROKER_AWAY):
             return list(self.consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S))
 
+    def _reseat(self) -> None:
+        """Assign the silent partitions again at their committed offsets (see the module
+        docstring). One attempt bounded by COMMITTED_TIMEOUT_S; while the coordinator is away,
+        the next poll tries again."""
+        silent = [TopicPartition(self.topic, p) for p in sorted(self._silent)]
+        if not silent:
+            self._reseat_due = False
+            return
+        try:
+            committed = self._committed(silent)
+        except Retriable as exc:
+            log.warning("partitions %s wait for their committed offsets: %s", [tp.partition for tp in silent], exc)
+            return
+        reset = RESET_OFFSETS.get(str(self.config.get("auto.offset.reset", "latest")), OFFSET_STORED)
+        seats = [TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else reset) for tp in committed]
+        self.consumer.incremental_unassign(silent)
+        self.consumer.incremental_assign(seats)
+        if self._paused:
+            self.consumer.pause(silent)
+        self._reseat_due = False
+        log.warning(
+            "partitions %s seated again at their committed offsets after a failed offset fetch",
+            [tp.partition for tp in silent],
+            extra={"event": "reseat"},
+        )
+
     def pause(self) -> None:
         self.consumer.pause([TopicPartition(self.topic, p) for p in self.assigned])
+        self._paused = True
 
     def resume(self) -> None:
         self.consumer.resume([TopicPartition(self.topic, p) for p in self.assigned])
+        self._paused = False
 
     def close(self) -> None:
         if self._consumer is not None:

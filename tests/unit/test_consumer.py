@@ -1,4 +1,4 @@
-"""The source's rewind, with an in-memory stand-in for librdkafka's consumer."""
+"""The source's rewind and re-seat, with an in-memory stand-in for librdkafka's consumer."""
 
 from typing import Any, cast
 
@@ -17,6 +17,9 @@ class Consumer:
     def __init__(self, failures: int, error: int, offsets: dict[int, int]) -> None:
         self.failures, self.error, self.offsets = failures, error, offsets
         self.seeks: list[tuple[int, int]] = []
+        self.delivered: list[list[Message]] = []  # what each consume() returns, in turn
+        self.assignment: dict[int, int] = {}
+        self.paused: set[int] = set()
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         if self.failures:
@@ -27,11 +30,51 @@ class Consumer:
     def seek(self, partition: TopicPartition) -> None:
         self.seeks.append((partition.partition, partition.offset))
 
+    def consume(self, num_messages: int, timeout: float) -> list["Message"]:
+        return self.delivered.pop(0) if self.delivered else []
 
-def source(consumer: Consumer, metrics: Metrics) -> KafkaSource:
-    kafka = KafkaSource({}, "in", lambda partitions: None, lambda partitions: None, metrics)
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            del self.assignment[tp.partition]
+            self.paused.discard(tp.partition)
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            assert tp.partition not in self.assignment, "librdkafka refuses a partition assigned twice"
+            self.assignment[tp.partition] = tp.offset
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused.update(tp.partition for tp in partitions)
+
+
+class Message:
+    """A record of `partition`, or, with `error`, a consumer error event (no partition)."""
+
+    def __init__(self, partition: int = -1, error: int | None = None) -> None:
+        self._partition, self._error = partition, error
+
+    def error(self) -> KafkaError | None:
+        return None if self._error is None else KafkaError(self._error)
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return 0
+
+    def key(self) -> bytes:
+        return b""
+
+    def value(self) -> bytes:
+        return b""
+
+
+def source(consumer: Consumer, metrics: Metrics, partitions: tuple[int, ...] = (0, 1)) -> KafkaSource:
+    config = {"auto.offset.reset": "earliest"}
+    kafka = KafkaSource(config, "in", lambda partitions: None, lambda partitions: None, metrics)
     kafka._consumer = cast(Any, consumer)
-    kafka.assigned = {0, 1}
+    consumer.assignment = dict.fromkeys(partitions, -1001)  # as librdkafka's rebalance assigned them
+    kafka._assigned(cast(Any, consumer), [TopicPartition("in", p) for p in partitions])
     return kafka
 
 
@@ -50,3 +93,44 @@ def test_rewind_does_not_retry_what_waiting_cannot_fix() -> None:
     with pytest.raises(KafkaException):
         source(consumer, Metrics.create()).rewind()
     assert consumer.seeks == []
+
+
+def test_a_failed_offset_fetch_seats_the_partitions_that_gave_nothing_at_their_committed_offsets() -> None:
+    """librdkafka#5586: after a group-level NOT_COORDINATOR on the OffsetFetch of an assignment,
+    its partitions would never be fetched."""
+    consumer = Consumer(0, 0, {0: 42, 1: 7})
+    kafka = source(consumer, Metrics.create(), partitions=(0, 1, 2))
+    consumer.delivered = [[Message(1)], [Message(error=KafkaError.NOT_COORDINATOR)]]
+    kafka.pause()
+    assert len(kafka.poll(10, 0.1)) == 1  # partition 1 is fetched: it keeps its position
+    assert len(kafka.poll(10, 0.1)) == 0
+    assert consumer.assignment == {0: -1001, 1: -1001, 2: -1001}  # seated on the next poll, not in this one
+    kafka.poll(10, 0.1)
+    assert consumer.assignment == {0: 42, 1: -1001, 2: OFFSET_BEGINNING}  # 2: no commit, auto.offset.reset
+    assert consumer.paused == {0, 1, 2}  # all still paused, as the worker left them
+
+
+def test_the_seat_waits_for_the_coordinator_and_is_tried_again_on_later_polls() -> None:
+    consumer = Consumer(2, KafkaError.COORDINATOR_LOAD_IN_PROGRESS, {0: 5})
+    kafka = source(consumer, Metrics.create(), partitions=(0,))
+    consumer.delivered = [[Message(error=KafkaError.NOT_COORDINATOR)]]
+    for _ in range(3):  # the error, then two polls whose committed() fails: nothing seated, no raise
+        kafka.poll(10, 0.1)
+        assert consumer.assignment == {0: -1001}
+    kafka.poll(10, 0.1)
+    assert consumer.assignment == {0: 5}
+    kafka.poll(10, 0.1)  # seated once: nothing more to do
+    assert consumer.assignment == {0: 5}
+
+
+def test_errors_of_records_or_partitions_that_gave_messages_seat_nothing() -> None:
+    consumer = Consumer(0, 0, {0: 3})
+    kafka = source(consumer, Metrics.create(), partitions=(0,))
+    consumer.delivered = [
+        [Message(0)],  # partition 0 gave a record: it has a position, whatever fails later
+        [Message(error=KafkaError.NOT_COORDINATOR)],
+        [Message(error=KafkaError._MSG_TIMED_OUT)],
+    ]
+    for _ in range(4):
+        kafka.poll(10, 0.1)
+    assert consumer.assignment == {0: -1001}
