@@ -11,11 +11,14 @@ When transactional (exactly-once), every checkpoint is one transaction: the outp
 the last one and the input offsets (`send_offsets_to_transaction`) commit or abort together. A
 failed transaction is not aborted on the same instance: the producer is replaced by a new one
 (same id, new epoch), whose `init_transactions` fences the old one and aborts its transaction on
-the broker. After the broker went away, librdkafka can keep a stale transaction coordinator and
-hang in `send_offsets_to_transaction` past its timeout (librdkafka#5456, #5511); a fresh
-instance looks the coordinator up again. So fencing, a failed transaction and a lost broker each
-cost a rewind to the last commit, never the process. Registering the new instance is one bounded
-attempt per loop step (`restart`), so the loop keeps polling while the broker is away.
+the broker. After the broker went away, librdkafka can keep a stale group coordinator and
+block in `send_offsets_to_transaction` forever, whatever its timeout (librdkafka#5456, #5511):
+the call runs on a thread of its own, and one that has not returned a second past its timeout is
+abandoned with its producer instance (the replacement fences it) and fails the transaction; a
+fresh instance looks the coordinator up again. So fencing, a failed transaction and a lost
+broker each cost a rewind to the last commit, never the process nor a stalled loop. Registering
+the new instance is one bounded attempt per loop step (`restart`), so the loop keeps polling
+while the broker is away.
 
 A refusal is not a failure: a record the producer or the broker refuses for good (too large,
 invalid, against a topic policy) would be refused again after any number of rewinds. One that
@@ -31,6 +34,7 @@ with one line: every record would be refused.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +52,7 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 TRANSACTION_RETRIES = 4  # attempts after the first at a retriable commit or a replacement's init
+ABANDON_AFTER_S = 1.0  # past its own timeout, a librdkafka call that has not returned is abandoned
 # Kafka's framing around one record in a batch (batch header 61 B, record and header varints), with room.
 RECORD_OVERHEAD = 512
 # Errors about one record: it will be refused again however often it is sent.
@@ -271,7 +276,7 @@ class KafkaSink:
                 self.producer.begin_transaction()
                 self._in_transaction = True
             if offsets:
-                self.producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+                self._send_offsets(offsets, group_metadata, timeout_s)
             self._retrying(timeout_s)(self._transaction_call, self.producer.commit_transaction, timeout_s)
             self._in_transaction = False
         except (KafkaException, Retriable) as exc:
@@ -288,6 +293,27 @@ class KafkaSink:
             raise OutputsLost(f"transaction abandoned: {exc}") from exc
         self._refusal_replays = 0
         self.raise_failures()
+
+    def _send_offsets(self, offsets: list[TopicPartition], group_metadata: object, timeout_s: float) -> None:
+        """`send_offsets_to_transaction`, given up on ABANDON_AFTER_S past `timeout_s` (see the
+        module docstring): the thread left behind holds the instance the caller then replaces."""
+        producer, failure, returned = self.producer, list[BaseException](), threading.Event()
+
+        def send() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+            finally:
+                returned.set()
+
+        threading.Thread(target=send, name="kafka-send-offsets", daemon=True).start()
+        if not returned.wait(timeout_s + ABANDON_AFTER_S):
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "send_offsets_to_transaction outlived its timeout; abandoned")
+            )
+        if failure:
+            raise failure[0]
 
     def _retrying(self, timeout_s: float) -> Any:
         return bounded("kafka_transaction", TRANSACTION_RETRIES, TRANSACTION_RETRIES * timeout_s, self.metrics)

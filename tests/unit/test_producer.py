@@ -1,13 +1,14 @@
 """How the sink tells a refusal (resending cannot help) from a failure (a rewind can)."""
 
+import threading
 import time
 from typing import Any, cast
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamer.errors import Fatal, OutputsLost, Retriable
-from streamer.kafka.producer import RECORD_OVERHEAD, KafkaSink
+from streamer.kafka.producer import ABANDON_AFTER_S, RECORD_OVERHEAD, KafkaSink
 from streamer.metrics import Metrics
 
 
@@ -95,6 +96,34 @@ def test_a_registration_error_waiting_cannot_fix_stops_the_worker() -> None:
     out = transactional(Registering(failures=1, code=KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     with pytest.raises(Fatal, match=r"cannot start transactions as 't': .*[Aa]uthoriz"):
         out.restart(0.01)
+
+
+class Hanging:
+    """send_offsets_to_transaction blocks until released, whatever its timeout, as librdkafka's
+    does on a stale group coordinator (librdkafka#5456)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, offsets: Any, group_metadata: Any, timeout_s: float) -> None:
+        self.release.wait()
+
+
+def test_a_send_offsets_call_that_outlives_its_timeout_is_abandoned_with_its_producer() -> None:
+    hanging = Hanging()
+    out = transactional(cast(Any, hanging))
+    out._needs_init = False
+    started = time.monotonic()
+    try:
+        with pytest.raises(OutputsLost, match="outlived its timeout"):
+            out.commit_transaction([TopicPartition("in", 0, 5)], None, 0.05)
+        assert time.monotonic() - started < 0.05 + ABANDON_AFTER_S + 1.0  # the loop goes on
+        assert out._producer is not hanging and not out.ready  # a new instance, to be registered
+    finally:
+        hanging.release.set()
 
 
 class Recording:
