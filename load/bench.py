@@ -201,6 +201,7 @@ def latency_at(
         process.wait(60)
         if not floor:
             loadgen.forget_keys(settings)
+        loadgen.forget_topics(settings)
     return loadgen.summarize(timeline, rate, seconds, None)
 
 
@@ -301,6 +302,7 @@ def main() -> None:
         transactional = variant(f"eos{attempt}", delivery={"mode": "exactly_once", "transactional_id": f"bench-{run}"})
         exactly_once.append(worker_run(transactional, args.events)[0])
         tracing_on.append(worker_run(variant(f"traced{attempt}"), args.events, traced())[0])
+    loadgen.forget_topics(settings)  # the backlog: every variant has drained it
     bare, worker, no_drift, no_features, eos, with_tracing = (
         float(np.median(runs)) for runs in (bares, workers, no_drifts, no_redis, exactly_once, tracing_on)
     )

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from streamer.codec import AvroCodec
 from streamer.demo.payments import LOAD_CARDS, LOAD_SKEW, load_payments
-from streamer.kafka.admin import create_topics
+from streamer.kafka.admin import create_topics, delete_topics
 from streamer.records import RawBatch, now_ms
 from streamer.settings import Settings, load_settings
 
@@ -179,6 +179,12 @@ def forget_keys(settings: Settings) -> None:
             client.unlink(*batch)
     except redis.ConnectionError:  # a run without Redis wrote nothing
         pass
+
+
+def forget_topics(settings: Settings) -> None:
+    """Delete the run's topics: a broker holding every past run's partitions (thousands after a
+    day of runs) spends more of the shared cores on them, and later runs measure that."""
+    delete_topics(settings.admin_config(), settings.topics.names())
 
 
 def spawn_worker(config: Path, settings: Settings, port: int) -> subprocess.Popen[bytes]:
@@ -329,6 +335,7 @@ def main() -> None:
         worker.terminate()
         worker.wait(60)
         forget_keys(settings)
+        forget_topics(settings)
     summary = summarize(timeline, rate, args.duration, ready_s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     per_second = {

@@ -42,6 +42,19 @@ def create_topics(config: dict[str, Any], names: list[str], partitions: int, rep
     return created
 
 
+def delete_topics(config: dict[str, Any], names: list[str]) -> None:
+    """Delete `names`, those that exist; for tools that create topics per run (the benchmarks),
+    so a shared broker does not carry thousands of dead partitions into later runs."""
+    admin = _admin(config)  # held until the futures resolve: a destroyed client fails them
+    futures = admin.delete_topics(names, operation_timeout=30)
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                log.warning("kafka: cannot delete topic %s: %s", name, exc.args[0].str())
+
+
 # librdkafka's defaults, for properties the config leaves unset.
 MESSAGE_MAX_BYTES = 1_000_000
 RECEIVE_MESSAGE_MAX_BYTES = 100_000_000
