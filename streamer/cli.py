@@ -16,10 +16,12 @@ from pathlib import Path
 
 from streamer.demo import commands as demo_commands
 from streamer.errors import Fatal
-from streamer.logs import configure_logging
+from streamer.logs import configure_logging, import_tensorflow
 from streamer.settings import load_settings
 
 log = logging.getLogger("streamer")
+# what imports TensorFlow, and when: `run` reads its config first, so a bad one is refused at once
+IMPORT_TENSORFLOW_FIRST = {"model", "schema", "score", "demo"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,10 +87,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging()
-    # TensorFlow's native (C++/absl) lines bypass Python logging and would break the JSON log
-    # stream, so they are off unless STREAMER_TF_LOGS=1; its real errors still arrive as exceptions.
+    # TensorFlow's native (C++/absl) lines bypass Python logging: those written at its import are
+    # logged as records (`import_tensorflow`), any later ones are off unless STREAMER_TF_LOGS=1;
+    # its real errors still arrive as exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if os.environ.get("STREAMER_TF_LOGS") == "1" else "3")
     try:
+        if args.command in IMPORT_TENSORFLOW_FIRST:
+            import_tensorflow()
         return _dispatch(args)
     except Fatal as exc:
         print(f"streamer: {exc}", file=sys.stderr)
@@ -100,6 +105,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         # Until the worker installs its draining handler, SIGTERM has nothing to drain: exit clean.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         settings = load_settings(args.config)  # before TensorFlow is imported: a bad config is instant
+        import_tensorflow()
         from streamer.worker import Worker
 
         Worker(settings, config_path=args.config).run(max_events=args.max_events, timeout_s=args.timeout)

@@ -8,6 +8,12 @@ librdkafka reports one failure many times: through its log callback and its erro
 per client, per retry (an unreachable broker gave ~390 lines in 10 s). The Kafka clients'
 lines are therefore kept to one per kind of message per `REPEAT_INTERVAL_S`; the next one after
 the interval says how many like it were held back.
+
+TensorFlow 2.21 logs through absl, which writes to file descriptor 2 before anything reads
+TF_CPP_MIN_LOG_LEVEL: on a CPU with AVX512_VNNI its import alone wrote four plain lines into the
+JSON stream. `import_tensorflow` therefore imports it with descriptor 2 pointed at a file and
+passes what was written on as log records, dropping those below TF_CPP_MIN_LOG_LEVEL as
+TensorFlow would.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -80,3 +87,56 @@ def configure_logging() -> None:
     else:
         handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=os.environ.get("STREAMER_LOG_LEVEL", "INFO"), handlers=[handler], force=True)
+
+
+# absl's severity letters: their rank as TF_CPP_MIN_LOG_LEVEL counts (0 INFO .. 3 FATAL), and level
+NATIVE_SEVERITIES = {
+    "I": (0, logging.INFO),
+    "W": (1, logging.WARNING),
+    "E": (2, logging.ERROR),
+    "F": (3, logging.CRITICAL),
+}
+NATIVE_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ ([^\]]+)\] (.*)")
+ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow with what its native code writes meanwhile turned into log records (see
+    the module docstring). Call it before the first module that imports TensorFlow."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            log_native_lines(captured.read().decode(errors="replace"))
+
+
+def log_native_lines(text: str) -> None:
+    """absl lines at their severity, with the lines that follow one as part of it; a JSON line
+    (this process's own log) as it was; anything before the first absl line as a warning."""
+    setting = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
+    least = int(setting) if setting.isdigit() else 0
+    native = logging.getLogger("tensorflow.native")
+    entries: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if not line.strip() or line == ABSL_PREAMBLE:
+            continue
+        match = NATIVE_LINE.match(line)
+        if match:
+            entries.append((match[1], f"{match[2]}] {match[3]}"))
+        elif line.startswith("{"):
+            print(line, file=sys.stderr)
+        elif entries:  # the rest of a multi-line message
+            entries[-1] = (entries[-1][0], f"{entries[-1][1]} {line.strip()}")
+        else:
+            entries.append(("W", line))
+    for letter, message in entries:
+        rank, level = NATIVE_SEVERITIES[letter]
+        if rank >= least:
+            native.log(level, message)

@@ -1,6 +1,8 @@
 import logging
 
-from streamer.logs import RepeatFilter
+import pytest
+
+from streamer.logs import ABSL_PREAMBLE, RepeatFilter, log_native_lines
 
 
 class Clock:
@@ -35,3 +37,47 @@ def test_one_line_per_kind_of_kafka_message_per_interval() -> None:
 def test_other_loggers_are_never_held_back() -> None:
     keep = RepeatFilter(10.0, Clock())
     assert all(keep.filter(record("streamer.worker", "dead-lettered in[0]@1: PoisonRecord")) for _ in range(5))
+
+
+NATIVE = f"""{ABSL_PREAMBLE}
+I0000 00:00:1796105363.642114   16045 port.cc:153] oneDNN custom operations are on.
+I0000 00:00:1796105363.680267   16045 cpu_feature_guard.cc:227] This TensorFlow binary is optimized.
+To enable the following instructions: AVX2 AVX512F, rebuild TensorFlow.
+W0000 00:00:1796105363.700000   16045 loader.cc:12] a warning
+{{"level": "INFO", "message": "a line of this process's own log"}}
+"""
+
+
+@pytest.mark.parametrize(("least", "expected"), [("0", 3), ("1", 1), ("3", 0), ("junk", 3)])
+def test_tensorflows_native_lines_become_records_above_its_level(
+    least: str,
+    expected: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", least)
+    with caplog.at_level(logging.INFO, logger="tensorflow.native"):
+        log_native_lines(NATIVE)
+    records = [r for r in caplog.records if r.name == "tensorflow.native"]
+    assert len(records) == expected
+    assert all(ABSL_PREAMBLE not in r.getMessage() for r in records)
+    if expected == 3:
+        assert [r.levelno for r in records] == [logging.INFO, logging.INFO, logging.WARNING]
+        assert (
+            records[1]
+            .getMessage()
+            .endswith("optimized. To enable the following instructions: AVX2 AVX512F, rebuild TensorFlow.")
+        )
+    assert capsys.readouterr().err.splitlines() == ['{"level": "INFO", "message": "a line of this process\'s own log"}']
+
+
+def test_a_line_before_any_native_one_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    with caplog.at_level(logging.INFO, logger="tensorflow.native"):
+        log_native_lines("/x/y.py:3: DeprecationWarning: old\n")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "/x/y.py:3: DeprecationWarning: old")
+    ]
