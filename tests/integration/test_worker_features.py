@@ -34,13 +34,13 @@ def test_a_crash_between_the_snapshot_and_the_commit_changes_no_score(make_setti
     sent = produce_payments(settings, total, seed=6)
     worker = Worker(settings)
     commit = worker.source.commit
-    commits: list[dict[int, int]] = []
 
     def commit_then_crash(offsets: dict[int, int]) -> None:
-        if len(commits) == 4:
-            raise Crash  # the fifth checkpoint's snapshot is written; its offsets never commit
+        # The first checkpoint past half of the events: its snapshot is written, its offsets never
+        # commit. Counted in events, not checkpoints: a fast machine scored all 3,000 in four.
+        if sum(max(o, 0) for o in offsets.values()) > total // 2:
+            raise Crash
         commit(offsets)
-        commits.append(offsets)
 
     worker.source.commit = commit_then_crash  # type: ignore[method-assign]
     with pytest.raises(Crash):
