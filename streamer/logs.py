@@ -104,17 +104,31 @@ def import_tensorflow() -> None:
     """Import TensorFlow with what its native code writes meanwhile turned into log records (see
     the module docstring). Call it before the first module that imports TensorFlow."""
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
+    try:
+        captured, saved = _scratch_descriptor(), os.dup(2)
+    except OSError:  # nowhere to write, or no descriptor 2: its lines go where they would have
+        captured = saved = -1
+    if saved >= 0:
+        os.dup2(captured, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        if saved >= 0:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            captured.seek(0)
-            log_native_lines(captured.read().decode(errors="replace"))
+            os.lseek(captured, 0, os.SEEK_SET)
+            with os.fdopen(captured, "rb") as written:
+                log_native_lines(written.read().decode(errors="replace"))
+
+
+def _scratch_descriptor() -> int:
+    """A file in memory where Linux has them: a read-only root file system has no temp folder."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("tensorflow-import-lines")
+    descriptor, path = tempfile.mkstemp()
+    os.unlink(path)
+    return descriptor
 
 
 def log_native_lines(text: str) -> None:
