@@ -32,10 +32,21 @@ def choose_device(requested: Requested, visible_gpus: Sequence[str]) -> str:
     return "/GPU:0"
 
 
-def serving_device(requested: Requested) -> str:
-    """`choose_device` for this process, with memory growth set on the GPUs it will use."""
+def serving_device(requested: Requested, intra_op_threads: int = 0, inter_op_threads: int = 0) -> str:
+    """`choose_device` for this process, with memory growth set on the GPUs it will use and
+    TensorFlow's thread pools sized (0: TensorFlow's default, one thread per core). Before any
+    model loads: the pools are fixed once the runtime has started."""
     import tensorflow as tf
 
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+    except RuntimeError:  # this process ran TensorFlow before (an embedding application, tests)
+        log.warning(
+            "TensorFlow was already running in this process: its thread pools stay at intra_op %d, inter_op %d",
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        )
     gpus = tf.config.list_physical_devices("GPU")
     device = choose_device(requested, [g.name for g in gpus])
     if device.startswith("/GPU"):

@@ -125,9 +125,10 @@ class BatchingSettings(Section):
         "streamer_latency_target_missed_total. Unset: max_batch_size and max_wait_ms alone.",
     )
     allowed_batch_sizes: tuple[int, ...] = Field(
-        (64, 256, 1024, 2048, 4096),
+        (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048, 3072, 4096),
         description="Batches are padded up to one of these sizes so the graph sees few shapes; each is warmed "
-        "at start-up.",
+        "at start-up. Steps of at most 1.5x: padding costs what real rows do (the demo model: 0.72 ms a call "
+        "at 320 rows, 1.54 ms at 1024), and 15 sizes warm in tens of milliseconds.",
     )
 
     @field_validator("allowed_batch_sizes")
@@ -182,6 +183,18 @@ class ModelSettings(Section):
         "auto", description="auto: the first GPU TensorFlow sees, else the CPU; gpu fails start-up without one."
     )
     jit_compile: bool = Field(False, description="Compile the serving signature with XLA (must support its ops).")
+    intra_op_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads one TensorFlow op may split across (TF Serving's tensorflow_intra_op_parallelism); "
+        "0: one per core. 1 measured 25-30% less CPU per model call at batches of 64-1024 on 2 shared cores, "
+        "where the broker's and librdkafka's threads want the other core; raise it for big batches on many cores.",
+    )
+    inter_op_threads: int = Field(
+        1,
+        ge=0,
+        description="Ops of one call run side by side (tensorflow_inter_op_parallelism); 0: one per core.",
+    )
     public_key: Path | None = Field(
         None,
         description="Require a model-signing signature (model.sig in the version folder) made with the "
