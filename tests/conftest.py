@@ -9,8 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from streamer.records import RawBatch
 from tests.registry_standin import StandInRegistry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,6 +37,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def raw_batch(values: list[bytes | None]) -> RawBatch:
+    """Record values as one partition's consecutive records, as a consumer hands them over."""
+    n = len(values)
+    return RawBatch("t", np.zeros(n, np.int32), np.arange(n, dtype=np.int64), [b"k"] * n, values)
 
 
 def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
