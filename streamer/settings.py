@@ -115,7 +115,13 @@ class BatchingSettings(Section):
         description="Upper bound on events per model call. Under backlog a batch fills at once; 4096 drained "
         "a backlog 1.5x faster than 1024 on the bench machine (per-batch costs amortised), 8192 no faster.",
     )
-    max_wait_ms: float = Field(5.0, ge=0, description="Upper bound on how long the first event of a batch waits.")
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Upper bound on how long the first event of a batch waits. Once a batch costs more than "
+        "this, the loop runs back to back and batches grow by themselves; below that, each ms here is latency. "
+        "2 against 5 measured p99 1-2 ms lower at 4k-20k ev/s and no slower at any rate.",
+    )
     target_latency_ms: float | None = Field(
         None,
         gt=0,

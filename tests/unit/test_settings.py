@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_fill_optional_sections(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, MINIMAL), environ={})
-    assert settings.batching.max_wait_ms == 5
+    assert settings.batching.max_wait_ms == 2
     assert settings.consumer_config()["partition.assignment.strategy"] == "cooperative-sticky"
     assert settings.consumer_config()["enable.auto.commit"] is False
 
