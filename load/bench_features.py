@@ -22,11 +22,11 @@ import numpy as np
 import redis
 
 from streamer.demo.payments import synth_payments
+from streamer.feature_settings import FeatureStoreSettings
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec
 from streamer.records import EventBatch
-from streamer.settings import FeatureStoreSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = FeatureSpec.load(ROOT / "configs" / "features" / "fraud.yaml")

@@ -51,12 +51,12 @@ from redis.utils import HIREDIS_AVAILABLE
 from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggregates
 from streamer.entity_state import EntityState, Plan, Snapshot
 from streamer.errors import Fatal, Retriable
+from streamer.feature_settings import FeatureStoreSettings
 from streamer.metrics import Metrics
 from streamer.preprocess import Entity, FeatureSpec
 from streamer.quality.scores import PendingScores, ScoreLog
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded
-from streamer.settings import FeatureStoreSettings
 from streamer.snapshot_writes import SnapshotWrite
 from streamer.snapshots import READ_LUA, SnapshotLayout
 

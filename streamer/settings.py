@@ -17,30 +17,22 @@ carries a value from the config or the environment, so a secret never reaches a 
 from __future__ import annotations
 
 import os
-import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
-import redis
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from redis.cluster import RedisCluster
-from redis.connection import parse_url
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from streamer.drift.settings import DriftSettings
 from streamer.errors import Fatal
+from streamer.feature_settings import FeatureStoreSettings
 from streamer.output_settings import OutputSettings, Rule
 from streamer.quality.settings import QualitySettings
+from streamer.section import Section
+from streamer.settings_environment import environment_overrides, merge
 
-ENV_PREFIX = "STREAMER_"
 LibrdkafkaProperties = dict[str, str | int | float | bool]
-
-
-class Section(BaseModel):
-    # NaN or infinity passes every range check unnoticed (`nan <= 1` is False, yet pydantic's
-    # message would name the bound): refuse them as what they are.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KafkaSettings(Section):
@@ -290,71 +282,6 @@ class DeliverySettings(Section):
     )
 
 
-class RedisTlsSettings(Section):
-    ca_file: Path | None = Field(None, description="CA bundle that signed the server certificate.")
-    cert_file: Path | None = Field(None, description="Client certificate, for mutual TLS.")
-    key_file: Path | None = Field(None, description="Client private key, for mutual TLS.")
-
-
-class FeatureStoreSettings(Section):
-    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// (TLS) address.")
-    username: str | None = Field(None, description="ACL user for AUTH.")
-    password: SecretStr | None = Field(None, description="AUTH password; prefer STREAMER_FEATURES__PASSWORD.")
-    tls: RedisTlsSettings | None = Field(None, description="TLS files; the url must be rediss://.")
-    cluster: bool = Field(False, description="Redis Cluster: snapshot writes go as one script call per hash slot.")
-    key_prefix: str = Field(
-        "streamer", description="Prefix of every key the worker writes; one per consumer group (state is per group)."
-    )
-    partition_key: str | None = Field(
-        None,
-        description="Input field the input topic is keyed by (default: event.entity_field). Aggregates must be over "
-        "it: only then is each entity's state owned by one partition and exact under replay.",
-    )
-    ttl_s: float = Field(
-        7 * 86400,
-        ge=0,
-        description="An entity's state snapshot expires between this and twice this after its last write; 0 = never.",
-    )
-    timeout_ms: float = Field(100, gt=0, description="Socket timeout of one Redis call.")
-    max_stall_ms: float = Field(
-        250, gt=0, description="Upper bound a batch waits on Redis, retries included, before using defaults."
-    )
-    retries: int = Field(2, ge=0, description="Retries of a failed round trip within max_stall_ms.")
-    breaker_open_s: float = Field(5, gt=0, description="After retries fail, skip Redis this long, then probe.")
-
-    def client(self) -> redis.Redis | RedisCluster:
-        """A client as this section describes it (AUTH, TLS, cluster); it connects on first use."""
-        options: dict[str, Any] = {
-            "username": self.username,
-            "password": self.password.get_secret_value() if self.password else None,
-            "socket_timeout": self.timeout_ms / 1000,
-            "socket_connect_timeout": self.timeout_ms / 1000,
-        }
-        if self.tls is not None:
-            options |= {
-                "ssl_ca_certs": str(self.tls.ca_file) if self.tls.ca_file else None,
-                "ssl_certfile": str(self.tls.cert_file) if self.tls.cert_file else None,
-                "ssl_keyfile": str(self.tls.key_file) if self.tls.key_file else None,
-            }
-        factory = RedisCluster.from_url if self.cluster else redis.Redis.from_url
-        return factory(self.url, **options)
-
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, url: str) -> str:
-        """Checked here, not on first connect, so a typo is one line at start-up. The URL can hold
-        a password, and redis-py's messages can quote parts of it: none of it is repeated."""
-        try:
-            parse_url(url)
-        except ValueError as exc:
-            problem = "its scheme" if "scheme" in str(exc) else "its host, port or credentials"
-            raise ValueError(
-                f"not a valid Redis URL ({problem}); use redis://[user:password@]host[:port][/db], rediss:// "
-                "for TLS or unix:///path.sock, and put the password in features.password"
-            ) from None
-        return url
-
-
 class MetricsSettings(Section):
     enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz.")
     host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 in a container.")
@@ -447,83 +374,6 @@ class Settings(Section):
 # latency of every event.
 CLIENT_DEFAULTS: dict[str, Any] = {"socket.nagle.disable": True}
 
-TOP_LEVEL_VALUES = {"worker_id"}  # the only keys outside a section: STREAMER_WORKER_ID
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        if len(path) == 1 and path[0] not in TOP_LEVEL_VALUES:
-            continue  # STREAMER_LOG_LEVEL and friends are not config keys
-        if len(path) == 3 and (path[0] == "kafka" or path[:2] == ["schemas", "registry_config"]):
-            path[2] = path[2].replace("_", ".")  # client properties are dotted
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = _env_value(name, ".".join(path), raw)
-    return tree
-
-
-def _env_value(name: str, key: str, raw: str) -> Any:
-    """`raw` as the field at `key` reads it: verbatim, unless the field holds a list, a mapping
-    or a section. A YAML error names the variable and the position, never the text."""
-    annotation = _annotation_at(key.split("."))
-    if not _structured(annotation):
-        return None if raw == "" and _optional(annotation) else raw
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at column {mark.column + 1}" if mark is not None else ""
-        raise Fatal(
-            f"environment {name}: {key} takes a YAML list or mapping, and this is not valid YAML{where}"
-        ) from None
-
-
-def _annotation_at(path: list[str]) -> Any:
-    """The type of the Settings field that `path` names; None past the fields (librdkafka
-    properties, unknown keys), which are taken verbatim."""
-    model: Any = Settings
-    annotation: Any = None
-    for part in path:
-        fields = getattr(model, "model_fields", None)
-        if fields is None or part not in fields:
-            return None
-        annotation = fields[part].annotation
-        model = next((arg for arg in _members(annotation) if isinstance(arg, type)), None)
-    return annotation
-
-
-def _members(annotation: Any) -> tuple[Any, ...]:
-    """`A | B | None` → (A, B, NoneType); any other annotation → (annotation,)."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        return get_args(annotation)
-    return (annotation,)
-
-
-def _optional(annotation: Any) -> bool:
-    return type(None) in _members(annotation) and str not in _members(annotation)
-
-
-def _structured(annotation: Any) -> bool:
-    return any(
-        get_origin(arg) in (list, tuple, dict) or (isinstance(arg, type) and issubclass(arg, (BaseModel, dict, list)))
-        for arg in _members(annotation)
-    )
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
 
 def load_settings(path: Path | str, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the config; every problem becomes a one-line `Fatal`."""
@@ -536,7 +386,7 @@ def load_settings(path: Path | str, environ: Mapping[str, str] | None = None) ->
         raise Fatal(f"config {path}: not valid YAML ({exc}); fix the syntax") from exc
     if not isinstance(tree, dict):
         raise Fatal(f"config {path}: top level must be a mapping of sections")
-    tree = _merge(tree, _env_overrides(os.environ if environ is None else environ))
+    tree = merge(tree, environment_overrides(Settings, os.environ if environ is None else environ))
     try:
         return Settings.model_validate(tree)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ import redis
 from streamer.codec import AvroCodec
 from streamer.demo.payments import rows_of, synth_payments
 from streamer.drift.command import write_report
+from streamer.feature_settings import FeatureStoreSettings
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec
@@ -27,7 +28,7 @@ from streamer.quality.scores import ScoreLog, unpack
 from streamer.quality.settings import QualitySettings
 from streamer.quality.windows import evaluate
 from streamer.records import now_ms
-from streamer.settings import FeatureStoreSettings, Settings
+from streamer.settings import Settings
 from streamer.worker import Worker
 from tests.integration.conftest import RedisServer, SettingsFactory, produce_values, read_topic
 from tests.unit.quality.test_windows import exact_auc, reference_ece

@@ -3,10 +3,10 @@
 import pytest
 
 from streamer.errors import Fatal
+from streamer.feature_settings import FeatureStoreSettings
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
 from streamer.preprocess import FeatureSpec
-from streamer.settings import FeatureStoreSettings
 from tests.unit.test_aggregates import SPEC
 
 
