@@ -14,8 +14,9 @@ import numpy as np
 
 from streamer.codec import AvroCodec
 from streamer.demo.payments import synth_payments
+from streamer.feature_spec import FeatureSpec
 from streamer.model import export_package, verify_package
-from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
+from streamer.preprocess import Preprocessor, analyze, batches_of, training_dataset
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "models/byom")
 

@@ -31,8 +31,8 @@ from streamer.drift.histograms import (
 )
 from streamer.drift.settings import DriftSettings
 from streamer.drift.windows import DriftMonitor
+from streamer.feature_spec import Categorical, Entity, FeatureSpec, Numeric
 from streamer.features import replay_aggregates
-from streamer.preprocess import Categorical, Entity, FeatureSpec, Numeric
 from streamer.records import Columns, RawBatch
 
 ROOT = Path(__file__).resolve().parent.parent

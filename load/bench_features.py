@@ -23,9 +23,9 @@ import redis
 
 from streamer.demo.payments import synth_payments
 from streamer.feature_settings import FeatureStoreSettings
+from streamer.feature_spec import FeatureSpec
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
-from streamer.preprocess import FeatureSpec
 from streamer.records import EventBatch
 
 ROOT = Path(__file__).resolve().parent.parent

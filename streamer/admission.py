@@ -14,9 +14,9 @@ import logging
 from streamer.codec import AvroCodec
 from streamer.drift.histograms import SCORE, Baseline
 from streamer.errors import Fatal
+from streamer.feature_spec import Entity
 from streamer.model import LoadedModel, load_package
 from streamer.outputs import Outputs
-from streamer.preprocess import Entity
 from streamer.registry import SchemaRegistry
 from streamer.settings import ModelSettings
 

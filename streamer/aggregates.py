@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.preprocess import Entity
+from streamer.feature_spec import Entity
 from streamer.records import Columns, has_id
 
 TS = 0  # the state column of the entity's latest event time

@@ -9,7 +9,7 @@ import json
 
 from streamer.codec import AvroCodec, nullable_base
 from streamer.errors import Fatal
-from streamer.preprocess import FeatureSpec
+from streamer.feature_spec import FeatureSpec
 from streamer.settings import EventSettings
 
 # Event time is milliseconds: a long declared as such, or plain. timestamp-micros would read as

@@ -1,7 +1,7 @@
 """Per-entity features: aggregates from the worker's own state, stored values from Redis; at
 most one round trip per micro-batch; exact under replay; outage-tolerant.
 
-Two kinds of `entity` feature (see `streamer.preprocess.Entity`):
+Two kinds of `entity` feature (see `streamer.feature_spec.Entity`):
 - *stored* values another system writes (a field of a hash): one HMGET per distinct entity;
 - *aggregates* this worker maintains (count, sum, mean, max, time since last; optionally
   decayed): computed in memory (`streamer.aggregates`, the same code as the offline twin) from
@@ -52,8 +52,8 @@ from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggreg
 from streamer.entity_state import EntityState, Plan, Snapshot
 from streamer.errors import Fatal, Retriable
 from streamer.feature_settings import FeatureStoreSettings
+from streamer.feature_spec import Entity, FeatureSpec
 from streamer.metrics import Metrics
-from streamer.preprocess import Entity, FeatureSpec
 from streamer.quality.scores import PendingScores, ScoreLog
 from streamer.records import Columns, EventBatch, has_id
 from streamer.retry import bounded

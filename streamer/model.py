@@ -31,10 +31,11 @@ import yaml
 
 from streamer.drift.histograms import BASELINE_FILE, SCORE, SCORE_EDGES, numeric_baseline
 from streamer.errors import Fatal
+from streamer.feature_spec import FeatureSpec
 from streamer.missing import presence_input
 from streamer.output_settings import OutputSelection, OutputSettings
 from streamer.outputs import signature_problem
-from streamer.preprocess import FeatureSpec, Preprocessor, raw_tensors
+from streamer.preprocess import Preprocessor, raw_tensors
 from streamer.records import Columns
 from streamer.settings import ModelSettings
 

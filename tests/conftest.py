@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from streamer.feature_spec import FeatureSpec
 from streamer.records import RawBatch
 from tests.registry_standin import StandInRegistry
 
@@ -43,6 +44,15 @@ def raw_batch(values: list[bytes | None]) -> RawBatch:
     """Record values as one partition's consecutive records, as a consumer hands them over."""
     n = len(values)
     return RawBatch("t", np.zeros(n, np.int32), np.arange(n, dtype=np.int64), [b"k"] * n, values)
+
+
+# Input fields of a small schema: one of each Avro type a feature reads.
+FIELDS = {"amount": "double", "country": "string", "ts": "long", "present": "boolean", "n": "int"}
+
+
+def spec_of(*features: dict[str, Any]) -> FeatureSpec:
+    """A feature spec of these features, as its YAML would give them."""
+    return FeatureSpec.from_dict({"features": list(features)})
 
 
 def nullable_payments(folder: Path, fields: tuple[str, ...]) -> Path:
@@ -118,9 +128,10 @@ def filling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from streamer.codec import AvroCodec
     from streamer.demo.payments import synth_payments
+    from streamer.feature_spec import FeatureSpec
     from streamer.features import replay_aggregates
     from streamer.model import export_package
-    from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
+    from streamer.preprocess import Preprocessor, analyze, batches_of, training_dataset
 
     folder = tmp_path_factory.mktemp("filling")
     keras.utils.set_random_seed(5)

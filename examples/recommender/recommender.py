@@ -29,8 +29,9 @@ import tensorflow as tf
 
 from streamer.codec import AvroCodec
 from streamer.demo.payments import rows_of  # columns → Avro rows (a generic helper the fraud demo holds)
+from streamer.feature_spec import Categorical, FeatureSpec
 from streamer.model import export_package
-from streamer.preprocess import Categorical, FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
+from streamer.preprocess import Preprocessor, analyze, batches_of, training_dataset
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "views.avsc"

@@ -12,9 +12,10 @@ import keras
 import numpy as np
 
 from streamer.codec import AvroCodec
+from streamer.feature_spec import FeatureSpec
 from streamer.features import replay_aggregates
 from streamer.model import export_package
-from streamer.preprocess import FeatureSpec, Preprocessor, analyze, batches_of, training_dataset
+from streamer.preprocess import Preprocessor, analyze, batches_of, training_dataset
 from streamer.records import Columns
 
 COUNTRIES = np.array(["US", "GB", "DE", "FR", "NL", "ES", "IT", "BR", "IN", "NG", "PL", "SE"])

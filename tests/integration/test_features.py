@@ -10,9 +10,9 @@ import redis
 
 from streamer.errors import Retriable
 from streamer.feature_settings import FeatureStoreSettings
+from streamer.feature_spec import FeatureSpec
 from streamer.features import FeatureStore, replay_aggregates
 from streamer.metrics import Metrics
-from streamer.preprocess import FeatureSpec
 from streamer.records import Columns, EventBatch
 from streamer.snapshot_writes import WRITE_CHUNK
 from tests.integration.conftest import RedisServer

@@ -19,9 +19,9 @@ from streamer.codec import AvroCodec
 from streamer.demo.payments import rows_of, synth_payments
 from streamer.drift.command import write_report
 from streamer.feature_settings import FeatureStoreSettings
+from streamer.feature_spec import FeatureSpec
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
-from streamer.preprocess import FeatureSpec
 from streamer.quality.join import LabelJoiner
 from streamer.quality.records import group_view
 from streamer.quality.scores import ScoreLog, unpack

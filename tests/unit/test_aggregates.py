@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer.aggregates import AggregateGroup, AggregateReplayer, replay_aggregates
-from streamer.preprocess import Entity, FeatureSpec
+from streamer.feature_spec import Entity, FeatureSpec
 
 SPEC = FeatureSpec.from_dict(
     {

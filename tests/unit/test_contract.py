@@ -13,9 +13,9 @@ from streamer.cli import main
 from streamer.codec import AvroCodec
 from streamer.contract import check_entity_features
 from streamer.errors import Fatal
+from streamer.feature_spec import FeatureSpec
 from streamer.model import load_model
 from streamer.outputs import check_scored_schema, derived_schema
-from streamer.preprocess import FeatureSpec
 from streamer.settings import load_settings
 from tests.conftest import SCHEMAS, nullable_payments
 

@@ -4,9 +4,9 @@ import pytest
 
 from streamer.errors import Fatal
 from streamer.feature_settings import FeatureStoreSettings
+from streamer.feature_spec import FeatureSpec
 from streamer.features import FeatureStore
 from streamer.metrics import Metrics
-from streamer.preprocess import FeatureSpec
 from tests.unit.test_aggregates import SPEC
 
 

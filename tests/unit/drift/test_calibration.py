@@ -15,8 +15,8 @@ from streamer.demo.payments import LOAD_CARDS, LOAD_SKEW, load_payments, synth_p
 from streamer.drift.histograms import Baseline, categorical_baseline, numeric_baseline
 from streamer.drift.metrics import WindowReport, evaluate
 from streamer.drift.windows import DriftMonitor
+from streamer.feature_spec import FeatureSpec
 from streamer.features import replay_aggregates
-from streamer.preprocess import FeatureSpec
 from streamer.records import Columns
 from streamer.settings import load_settings
 
