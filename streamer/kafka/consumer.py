@@ -116,6 +116,11 @@ class KafkaSource:
         self._release(lost)
 
     def _release(self, partitions: list[int]) -> None:
+        if self._paused and partitions:
+            # librdkafka keeps a partition's pause flag after it is unassigned: revoked while paused,
+            # it would come back paused at a later assignment and never be fetched again (resume()
+            # only reaches what is assigned then). Checked against librdkafka 2.16.
+            self.consumer.resume([TopicPartition(self.topic, p) for p in partitions])
         self.assigned.difference_update(partitions)
         self._silent.difference_update(partitions)
         for partition in partitions:

@@ -34,9 +34,8 @@ class Consumer:
         return self.delivered.pop(0) if self.delivered else []
 
     def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
+        for tp in partitions:  # as librdkafka does, a partition's pause flag outlives its assignment
             del self.assignment[tp.partition]
-            self.paused.discard(tp.partition)
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -45,6 +44,9 @@ class Consumer:
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.paused.update(tp.partition for tp in partitions)
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused.difference_update(tp.partition for tp in partitions)
 
 
 class Message:
@@ -134,3 +136,20 @@ def test_errors_of_records_or_partitions_that_gave_messages_seat_nothing() -> No
     for _ in range(4):
         kafka.poll(10, 0.1)
     assert consumer.assignment == {0: -1001}
+
+
+def test_partitions_revoked_while_paused_come_back_fetchable() -> None:
+    """A rewind pauses input; a rebalance then revokes some partitions and, later, assigns them
+    back. librdkafka would keep them paused (resume() reaches only what is assigned at the time):
+    in the chaos test they were never fetched again and their events never scored."""
+    consumer = Consumer(0, 0, {})
+    kafka = source(consumer, Metrics.create(), partitions=(0, 1, 2, 3))
+    kafka.pause()
+    revoked = [TopicPartition("in", p) for p in (0, 1)]
+    kafka._revoked(cast(Any, consumer), revoked)
+    consumer.incremental_unassign(revoked)  # what the client does once the callback returns
+    kafka.resume()
+    assert consumer.paused == set()
+    consumer.incremental_assign(revoked)
+    kafka._assigned(cast(Any, consumer), revoked)
+    assert consumer.paused == set() and kafka.assigned == {0, 1, 2, 3}
