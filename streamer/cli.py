@@ -1,5 +1,5 @@
-"""`streamer run | score | schema scored | topics create | model export-demo | verify | sign | drift report |
-quality run | demo`.
+"""`streamer run | score | schema scored | topics create | model export-demo | verify | sign | profile |
+drift report | quality run | demo`.
 
 Every `Fatal` ends the process with exit code 2 and one line on stderr naming the problem and
 the fix; TensorFlow is imported only by the commands that need it, so config errors are instant.
@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     sign = model_cmd.add_parser("sign", help="sign a package with model-signing (checked when model.public_key is set)")
     sign.add_argument("dir", type=Path, help="one version folder, e.g. models/<name>/2")
     sign.add_argument("--key", type=Path, required=True, help="elliptic-curve private key, PEM")
+    profile = model_cmd.add_parser(
+        "profile", help="time one model call at each of batching.allowed_batch_sizes, as the worker calls it"
+    )
+    profile.add_argument("--config", type=Path, required=True)
+    profile.add_argument("--calls", type=int, default=50, help="timed calls per size (default 50)")
 
     score = commands.add_parser(
         "score",
@@ -130,6 +135,23 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         verify_package(args.dir)  # sign only what matches its manifest
         print(f"signed {args.dir}: {sign_package(args.dir, args.key)}")
+        return 0
+    if args.command == "model" and args.model_command == "profile":
+        from streamer.call_cost import call_costs, table
+        from streamer.codec import input_codec
+        from streamer.device import serving_device
+        from streamer.model import initial_version, load_package
+
+        settings = load_settings(args.config)
+        chosen = settings.model
+        device = serving_device(chosen.device, chosen.intra_op_threads, chosen.inter_op_threads)
+        fields = input_codec(settings).field_types
+        model = load_package(chosen, initial_version(chosen), fields, device, settings.outputs.values)
+        print(
+            f"model {model.name} v{model.version} on {device}, intra_op_threads {chosen.intra_op_threads}, "
+            f"inter_op_threads {chosen.inter_op_threads}; medians of {args.calls} calls per size"
+        )
+        print(table(call_costs(model, settings.batching.allowed_batch_sizes, max(args.calls, 1))))
         return 0
     if args.command == "model":
         return demo_commands.export_demo(args)
