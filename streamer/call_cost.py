@@ -33,24 +33,28 @@ class CallCost:
 
 
 def call_costs(model: LoadedModel, sizes: tuple[int, ...], calls: int) -> list[CallCost]:
-    """`calls` timed calls per size (after 3 untimed ones), outputs copied out as the worker does."""
+    """`calls` timed calls per size, outputs copied out as the worker does; every size is warmed
+    first, as the worker warms them before serving, so the first size timed pays no start-up."""
     row = {
         name: np.array([NEUTRAL.get(dtype, 0)], dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
         for name, dtype in model.inputs.items()
     }
-    costs = []
-    for size in sizes:
-        walls, cpus = [], []
-        for attempt in range(calls + 3):
+    for _ in range(3):
+        model.warm_up(sizes)
+    walls: dict[int, list[float]] = {size: [] for size in sizes}
+    cpus: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(calls):  # sizes interleaved: a noisy second lands on all of them alike
+        for size in sizes:
             wall, cpu = time.perf_counter(), time.process_time()
-            outputs = model.run(row, size)
-            for tensor in outputs.values():
+            for tensor in model.run(row, size).values():
                 tensor.numpy()
-            if attempt >= 3:
-                walls.append(time.perf_counter() - wall)
-                cpus.append(time.process_time() - cpu)
-        costs.append(CallCost(size, np.median(walls) * 1000, np.percentile(walls, 90) * 1000, np.median(cpus) * 1000))
-    return costs
+            walls[size].append(time.perf_counter() - wall)
+            cpus[size].append(time.process_time() - cpu)
+    ms = {size: (np.array(walls[size]) * 1000, np.array(cpus[size]) * 1000) for size in sizes}
+    return [
+        CallCost(size, float(np.median(wall)), float(np.percentile(wall, 90)), float(np.median(cpu)))
+        for size, (wall, cpu) in ms.items()
+    ]
 
 
 def table(costs: list[CallCost]) -> str:
