@@ -13,11 +13,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from streamer.model import LoadedModel
-
-NEUTRAL = {tf.string: "", tf.bool: False}
 
 
 @dataclass(frozen=True)
@@ -35,10 +32,7 @@ class CallCost:
 def call_costs(model: LoadedModel, sizes: tuple[int, ...], calls: int) -> list[CallCost]:
     """`calls` timed calls per size, outputs copied out as the worker does; every size is warmed
     first, as the worker warms them before serving, so the first size timed pays no start-up."""
-    row = {
-        name: np.array([NEUTRAL.get(dtype, 0)], dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
-        for name, dtype in model.inputs.items()
-    }
+    row = model.neutral_row()
     for _ in range(3):
         model.warm_up(sizes)
     walls: dict[int, list[float]] = {size: [] for size in sizes}

@@ -140,13 +140,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from streamer.call_cost import call_costs, table
         from streamer.codec import input_codec
         from streamer.device import serving_device
-        from streamer.model import initial_version, load_package
+        from streamer.model import load_model
 
         settings = load_settings(args.config)
         chosen = settings.model
-        device = serving_device(chosen.device, chosen.intra_op_threads, chosen.inter_op_threads)
-        fields = input_codec(settings).field_types
-        model = load_package(chosen, initial_version(chosen), fields, device, settings.outputs.values)
+        device = serving_device(chosen)
+        model = load_model(chosen, input_codec(settings).field_types, settings.outputs.values, device)
         print(
             f"model {model.name} v{model.version} on {device}, intra_op_threads {chosen.intra_op_threads}, "
             f"inter_op_threads {chosen.inter_op_threads}; medians of {args.calls} calls per size"

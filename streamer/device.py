@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from streamer.errors import Fatal
+from streamer.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,16 @@ def choose_device(requested: Requested, visible_gpus: Sequence[str]) -> str:
     return "/GPU:0"
 
 
-def serving_device(requested: Requested, intra_op_threads: int = 0, inter_op_threads: int = 0) -> str:
-    """`choose_device` for this process, with memory growth set on the GPUs it will use and
-    TensorFlow's thread pools sized (0: TensorFlow's default, one thread per core). Before any
-    model loads: the pools are fixed once the runtime has started."""
+def serving_device(settings: ModelSettings) -> str:
+    """`choose_device` for `model.device` in this process, with memory growth set on the GPUs it
+    will use and TensorFlow's thread pools sized as `model.*_op_threads` say (0: TensorFlow's
+    default, one thread per core). Before any model loads: the pools are fixed once the runtime
+    has started."""
     import tensorflow as tf
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
     except RuntimeError:  # this process ran TensorFlow before (an embedding application, tests)
         log.warning(
             "TensorFlow was already running in this process: its thread pools stay at intra_op %d, inter_op %d",
@@ -48,7 +50,7 @@ def serving_device(requested: Requested, intra_op_threads: int = 0, inter_op_thr
             tf.config.threading.get_inter_op_parallelism_threads(),
         )
     gpus = tf.config.list_physical_devices("GPU")
-    device = choose_device(requested, [g.name for g in gpus])
+    device = choose_device(settings.device, [g.name for g in gpus])
     if device.startswith("/GPU"):
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)

@@ -295,11 +295,15 @@ class LoadedModel:
         with tf.device(self.device):
             return self.packed(tensors)
 
+    def neutral_row(self) -> dict[str, np.ndarray]:
+        """One row of every input: zeros, empty strings, False; what warm-ups and profiles feed."""
+        neutral = {tf.string: "", tf.bool: False}
+        return {n: np.array([neutral.get(d, 0)], dtype=object if d == tf.string else d.as_numpy_dtype)
+                for n, d in self.inputs.items()}  # fmt: skip
+
     def warm_up(self, sizes: tuple[int, ...]) -> None:
         """Call once per padded size before serving, so the first real batch pays no tracing cost."""
-        neutral = {tf.string: "", tf.bool: False}
-        row = {n: np.array([neutral.get(d, 0)], dtype=object if d == tf.string else d.as_numpy_dtype)
-               for n, d in self.inputs.items()}  # fmt: skip
+        row = self.neutral_row()
         for size in sizes:
             self.run(row, size)
 
@@ -349,6 +353,7 @@ def load_model(
     settings: ModelSettings,
     available_fields: Mapping[str, object],
     selection: tuple[OutputSelection, ...] = OutputSettings().values,
+    device: str = "/CPU:0",
 ) -> LoadedModel:
-    """The version the policy picks, on the CPU: for offline scoring and tools."""
-    return load_package(settings, initial_version(settings), available_fields, selection=selection)
+    """The version the policy picks, on the CPU unless told: for offline scoring and tools."""
+    return load_package(settings, initial_version(settings), available_fields, device, selection)

@@ -121,10 +121,7 @@ class Worker:
 
     def start(self) -> None:
         """Everything that can refuse to start does so here, before the group sees this member."""
-        model_settings = self.settings.model
-        self.admission.device = serving_device(
-            model_settings.device, model_settings.intra_op_threads, model_settings.inter_op_threads
-        )
+        self.admission.device = serving_device(self.settings.model)
         self.lifecycle = ModelLifecycle(
             self.settings.model,
             self.admission.load,

@@ -37,11 +37,12 @@ def test_thread_pools_are_sized_before_tensorflow_starts_and_a_late_call_does_no
         "import logging, sys; logging.basicConfig(stream=sys.stdout, format='%(levelname)s %(message)s')\n"
         "import tensorflow as tf\n"
         "from streamer.device import serving_device\n"
-        "serving_device('cpu', 1, 2)\n"
+        "from streamer.settings import ModelSettings\n"
+        "serving_device(ModelSettings(path='m', device='cpu', intra_op_threads=1, inter_op_threads=2))\n"
         "tf.constant(1.0) + 1.0\n"
         "print('pools', tf.config.threading.get_intra_op_parallelism_threads(),"
         " tf.config.threading.get_inter_op_parallelism_threads())\n"
-        "print('late', serving_device('cpu', 0, 0))\n"
+        "print('late', serving_device(ModelSettings(path='m', device='cpu', intra_op_threads=0, inter_op_threads=0)))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
