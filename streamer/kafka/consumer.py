@@ -97,11 +97,26 @@ class KafkaSource:
             raise Fatal(f"kafka: topic {self.topic!r} does not exist; run `streamer topics create --config …`")
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
 
-    def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = sorted(tp.partition for tp in partitions)
         self.assigned.update(assigned)
         self._silent.update(assigned)
         log.info("assigned partitions %s", assigned, extra={"event": "assign", "partitions": assigned})
+        if self._paused and partitions:
+            # Input is paused (a rewind, or outputs backed up): new partitions must not be fetched
+            # either. A pause inside this callback is undone by the assign the client makes once
+            # it returns, so assign here (the client then makes none) and pause after it.
+            if self._incremental():
+                consumer.incremental_assign(partitions)
+            else:
+                consumer.assign(partitions)
+            consumer.pause(partitions)
+
+    def _incremental(self) -> bool:
+        """Whether the group hands out partitions incrementally (cooperative assignors, or the
+        KIP-848 `consumer` protocol) rather than as a whole assignment each time."""
+        strategy = str(self.config.get("partition.assignment.strategy", "range,roundrobin"))
+        return "cooperative" in strategy or str(self.config.get("group.protocol", "classic")) == "consumer"
 
     def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [tp.partition for tp in partitions]

@@ -20,6 +20,8 @@ class Consumer:
         self.delivered: list[list[Message]] = []  # what each consume() returns, in turn
         self.assignment: dict[int, int] = {}
         self.paused: set[int] = set()
+        self.known: set[int] = set()  # ever assigned: librdkafka has a pause flag only for these
+        self.assigned_by_callback = False
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         if self.failures:
@@ -41,9 +43,20 @@ class Consumer:
         for tp in partitions:
             assert tp.partition not in self.assignment, "librdkafka refuses a partition assigned twice"
             self.assignment[tp.partition] = tp.offset
+            self.known.add(tp.partition)
+        self.assigned_by_callback = True
+
+    def rebalance_assign(self, kafka: KafkaSource, partitions: list[TopicPartition]) -> None:
+        """As confluent-kafka does: the on_assign callback, then the assignment, unless the
+        callback made it itself."""
+        self.assigned_by_callback = False
+        kafka._assigned(cast(Any, self), partitions)
+        if not self.assigned_by_callback:
+            self.incremental_assign(partitions)
 
     def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused.update(tp.partition for tp in partitions)
+        known = self.known | self.assignment.keys()  # a pause before the first assignment is lost
+        self.paused.update(tp.partition for tp in partitions if tp.partition in known)
 
     def resume(self, partitions: list[TopicPartition]) -> None:
         self.paused.difference_update(tp.partition for tp in partitions)
@@ -72,7 +85,7 @@ class Message:
 
 
 def source(consumer: Consumer, metrics: Metrics, partitions: tuple[int, ...] = (0, 1)) -> KafkaSource:
-    config = {"auto.offset.reset": "earliest"}
+    config = {"auto.offset.reset": "earliest", "partition.assignment.strategy": "cooperative-sticky"}
     kafka = KafkaSource(config, "in", lambda partitions: None, lambda partitions: None, metrics)
     kafka._consumer = cast(Any, consumer)
     consumer.assignment = dict.fromkeys(partitions, -1001)  # as librdkafka's rebalance assigned them
@@ -150,6 +163,26 @@ def test_partitions_revoked_while_paused_come_back_fetchable() -> None:
     consumer.incremental_unassign(revoked)  # what the client does once the callback returns
     kafka.resume()
     assert consumer.paused == set()
-    consumer.incremental_assign(revoked)
-    kafka._assigned(cast(Any, consumer), revoked)
+    consumer.rebalance_assign(kafka, revoked)
     assert consumer.paused == set() and kafka.assigned == {0, 1, 2, 3}
+
+
+def test_partitions_assigned_while_paused_stay_paused_until_input_resumes() -> None:
+    """Backpressure or a rewind pauses input; a member leaving the group then hands this one
+    more partitions. Fetched at once, they would bypass the pause: outputs would keep piling up,
+    or records would be read ahead of the rewind's seek."""
+    consumer = Consumer(0, 0, {})
+    kafka = source(consumer, Metrics.create(), partitions=(0, 1))
+    kafka.pause()
+    consumer.rebalance_assign(kafka, [TopicPartition("in", p) for p in (2, 3)])
+    assert consumer.assignment.keys() == {0, 1, 2, 3}  # assigned once, by the callback
+    assert consumer.paused == {0, 1, 2, 3}
+    kafka.resume()
+    assert consumer.paused == set()
+
+
+def test_partitions_assigned_while_running_are_left_to_the_client() -> None:
+    consumer = Consumer(0, 0, {})
+    kafka = source(consumer, Metrics.create(), partitions=(0,))
+    consumer.rebalance_assign(kafka, [TopicPartition("in", 1)])
+    assert consumer.assignment.keys() == {0, 1} and consumer.paused == set()
