@@ -25,6 +25,9 @@ def add_demo(commands: Any) -> None:
     demo.add_argument("--events", type=int, default=20_000)
     demo.add_argument("--rate", type=float, default=4_000, help="events per second")
     demo.add_argument(
+        "--warm-up", type=float, default=10, metavar="SECONDS", help="events sent first, at the rate, reported apart"
+    )
+    demo.add_argument(
         "--canary", action="store_true", help="with v1 and v2 on disk: a canary, a rollback, a promotion, by SIGHUP"
     )
 
@@ -48,7 +51,7 @@ def demo(args: argparse.Namespace) -> int:
     from streamer.demo.run import CANARY_STEPS, format_report, run_demo
 
     settings = load_settings(args.config)
-    report = run_demo(settings, args.config, args.events, args.rate, CANARY_STEPS if args.canary else ())
+    report = run_demo(settings, args.config, args.events, args.rate, CANARY_STEPS if args.canary else (), args.warm_up)
     print(format_report(report))
     ok = report.scored == report.produced and report.duplicates == 0 and report.worker_exit == 0
     return 0 if ok else 1
