@@ -18,6 +18,7 @@ TensorFlow would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -79,8 +81,25 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class CurrentStderr(logging.StreamHandler[Any]):
+    """Writes to `sys.stderr` as it is at each record, not as it was when logging was set up:
+    a stream swapped in later (a test's capture, an embedding application's) is followed, and
+    nothing is written to one after it was closed."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderr()
     handler.addFilter(RepeatFilter())
     if os.environ.get("STREAMER_LOG_FORMAT", "json") == "text":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -104,10 +123,12 @@ def import_tensorflow() -> None:
     """Import TensorFlow with what its native code writes meanwhile turned into log records (see
     the module docstring). Call it before the first module that imports TensorFlow."""
     sys.stderr.flush()
-    try:
-        captured, saved = _scratch_descriptor(), os.dup(2)
-    except OSError:  # nowhere to write, or no descriptor 2: its lines go where they would have
-        captured = saved = -1
+    captured = saved = -1  # nowhere to write, or no descriptor 2: its lines go where they would have
+    with contextlib.suppress(OSError):
+        captured = _scratch_descriptor()
+        saved = os.dup(2)
+    if saved < 0 and captured >= 0:
+        os.close(captured)
     if saved >= 0:
         os.dup2(captured, 2)
     try:

@@ -1,8 +1,12 @@
+import io
 import logging
+import os
+import sys
 
 import pytest
 
-from streamer.logs import ABSL_PREAMBLE, RepeatFilter, log_native_lines
+from streamer import logs
+from streamer.logs import ABSL_PREAMBLE, CurrentStderr, RepeatFilter, log_native_lines
 
 
 class Clock:
@@ -83,3 +87,35 @@ def test_a_line_before_any_native_one_is_a_warning(
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "/x/y.py:3: DeprecationWarning: old")
     ]
+
+
+def test_a_descriptor_2_that_cannot_be_copied_leaves_no_scratch_file_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow is then imported with its lines going where they would have; the scratch file
+    opened for them must not stay open for the life of the worker."""
+    opened: list[int] = []
+    scratch = logs._scratch_descriptor
+
+    def opening() -> int:
+        opened.append(scratch())
+        return opened[-1]
+
+    def refusing(descriptor: int) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(logs, "_scratch_descriptor", opening)
+    monkeypatch.setattr(logs.os, "dup", refusing)
+    logs.import_tensorflow()
+    monkeypatch.undo()
+    with pytest.raises(OSError):
+        os.fstat(opened[0])
+
+
+def test_records_go_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process CLI tests swap sys.stderr for a capture and close it afterwards: a handler
+    holding the first one wrote every later record into a closed stream ("Logging error")."""
+    handler = CurrentStderr()
+    first, second = io.StringIO(), io.StringIO()
+    for stream, message in ((first, "one"), (second, "two")):
+        monkeypatch.setattr(sys, "stderr", stream)
+        handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None))
+    assert (first.getvalue(), second.getvalue()) == ("one\n", "two\n")
