@@ -97,7 +97,7 @@ class KafkaSource:
             raise Fatal(f"kafka: topic {self.topic!r} does not exist; run `streamer topics create --config …`")
         self.consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
 
-    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _assigned(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = sorted(tp.partition for tp in partitions)
         self.assigned.update(assigned)
         self._silent.update(assigned)
@@ -106,17 +106,23 @@ class KafkaSource:
             # Input is paused (a rewind, or outputs backed up): new partitions must not be fetched
             # either. A pause inside this callback is undone by the assign the client makes once
             # it returns, so assign here (the client then makes none) and pause after it.
-            if self._incremental():
-                consumer.incremental_assign(partitions)
-            else:
-                consumer.assign(partitions)
-            consumer.pause(partitions)
+            self._reassign([], partitions)
+            self.consumer.pause(partitions)
 
-    def _incremental(self) -> bool:
-        """Whether the group hands out partitions incrementally (cooperative assignors, or the
-        KIP-848 `consumer` protocol) rather than as a whole assignment each time."""
+    def _reassign(self, dropped: list[TopicPartition], added: list[TopicPartition]) -> None:
+        """`dropped` out of this member's assignment and `added` in, as the group's protocol lets a
+        member change it: piece by piece (cooperative assignors, the KIP-848 `consumer` protocol),
+        or else whole, the partitions kept staying at their positions. librdkafka refuses the
+        other way (checked: incremental_unassign under `range` fails with _STATE)."""
         strategy = str(self.config.get("partition.assignment.strategy", "range,roundrobin"))
-        return "cooperative" in strategy or str(self.config.get("group.protocol", "classic")) == "consumer"
+        if "cooperative" in strategy or str(self.config.get("group.protocol", "classic")) == "consumer":
+            if dropped:
+                self.consumer.incremental_unassign(dropped)
+            self.consumer.incremental_assign(added)
+            return
+        gone = {tp.partition for tp in dropped}
+        kept = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.partition not in gone]
+        self.consumer.assign(kept + added)
 
     def _revoked(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [tp.partition for tp in partitions]
@@ -226,8 +232,7 @@ class KafkaSource:
             return
         reset = RESET_OFFSETS.get(str(self.config.get("auto.offset.reset", "latest")), OFFSET_STORED)
         seats = [TopicPartition(self.topic, tp.partition, tp.offset if tp.offset >= 0 else reset) for tp in committed]
-        self.consumer.incremental_unassign(silent)
-        self.consumer.incremental_assign(seats)
+        self._reassign(silent, seats)
         if self._paused:
             self.consumer.pause(silent)
         self._reseat_due = False
