@@ -128,7 +128,6 @@ def filling_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from streamer.codec import AvroCodec
     from streamer.demo.payments import synth_payments
-    from streamer.feature_spec import FeatureSpec
     from streamer.features import replay_aggregates
     from streamer.model import export_package
     from streamer.preprocess import Preprocessor, analyze, batches_of, training_dataset

@@ -59,10 +59,10 @@ class DemoReport:
     scored: int
     duplicates: int
     latency: Latencies
+    warm_up: Latencies  # the events sent before, read back apart
     worker_exit: int
     samples: list[dict[str, Any]]
     phases: list[Phase] = field(default_factory=list)
-    warm_up: Latencies = Latencies(0, float("nan"), float("nan"))
 
 
 Step = tuple[str, dict[str, Any]]  # what the phase shows, and the model keys it changes
@@ -145,10 +145,10 @@ def run_demo(
         scored=len(measured.arrivals),
         duplicates=measured.duplicates + warm_up.duplicates,
         latency=Latencies.of(measured.sent_at, measured.arrivals),
+        warm_up=Latencies.of(warm_up.sent_at, warm_up.arrivals),
         worker_exit=exit_code,
         samples=sample,
         phases=phases,
-        warm_up=Latencies.of(warm_up.sent_at, warm_up.arrivals),
     )
 
 
